@@ -1,0 +1,104 @@
+"""Bookkeeping that lets tests prove what the simulator was asked and what it generated."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+#: Maximum number of requests kept by :class:`RequestLog`.
+REQUEST_LOG_CAPACITY = 200
+
+
+@dataclass(slots=True)
+class _Counts:
+    started: int = 0
+    completed: int = 0
+
+
+class GenerationStats:
+    """Counts generations, globally and per prompt (the last user message of the request).
+
+    Contract: :meth:`record_started` is called once per generation when the simulator begins
+    producing it; :meth:`record_completed` at most once per generation, when its last token was
+    delivered to the client. Hence ``completed <= started`` always holds, globally and per prompt,
+    also across :meth:`reset`.
+    """
+
+    def __init__(self) -> None:
+        self._epoch = 0
+        self._total = _Counts()
+        self._by_prompt: dict[str, _Counts] = {}
+
+    def record_started(self, prompt: str) -> int:
+        """Count a generation that begins producing tokens; return the epoch to complete it in."""
+        self._total.started += 1
+        self._by_prompt.setdefault(prompt, _Counts()).started += 1
+        return self._epoch
+
+    def record_completed(self, prompt: str, epoch: int) -> None:
+        """Count a generation whose last token was delivered.
+
+        ``epoch`` is the value :meth:`record_started` returned; completions of generations
+        started before the last :meth:`reset` are ignored.
+        """
+        if epoch != self._epoch:
+            return
+        self._total.completed += 1
+        self._by_prompt.setdefault(prompt, _Counts()).completed += 1
+
+    def reset(self) -> None:
+        """Forget all counts."""
+        self._epoch += 1
+        self._total = _Counts()
+        self._by_prompt.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready view, in the shape served by ``GET /sim/stats``."""
+        return {
+            "generations_started": self._total.started,
+            "generations_completed": self._total.completed,
+            "by_prompt": {
+                prompt: {"started": counts.started, "completed": counts.completed}
+                for prompt, counts in self._by_prompt.items()
+            },
+        }
+
+
+class RequestLog:
+    """The most recent generation requests received (at most ``capacity``), oldest first."""
+
+    def __init__(self, capacity: int = REQUEST_LOG_CAPACITY) -> None:
+        self._entries: deque[dict[str, Any]] = deque(maxlen=capacity)
+
+    def record(
+        self,
+        *,
+        model: str,
+        messages: list[dict[str, Any]],
+        max_tokens: int,
+        temperature: float,
+        stream: bool,
+    ) -> None:
+        """Append one request; the oldest entry is dropped when the log is full."""
+        self._entries.append(
+            {
+                "received_at": datetime.now(UTC).isoformat(),
+                "model": model,
+                "messages": messages,
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+                "stream": stream,
+            }
+        )
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` newest entries, newest last."""
+        if limit <= 0:
+            return []
+        return list(self._entries)[-limit:]
+
+    def clear(self) -> None:
+        """Forget all entries."""
+        self._entries.clear()
