@@ -1,0 +1,156 @@
+"""The dataclasses that cross the workflow boundary.
+
+Every workflow, activity and query takes one dataclass and returns one. Fields
+have defaults where possible so a field can be added without breaking the
+histories of chats already running (Temporal stores these as JSON).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Stage(StrEnum):
+    """Where a chat is in its life; the `progress` query and the database agree on these."""
+
+    QUEUED = "queued"
+    VALIDATING = "validating"
+    GENERATING = "generating"
+    CHECKPOINTING = "checkpointing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Stage.COMPLETED, Stage.FAILED, Stage.CANCELLED)
+
+
+@dataclass
+class Turn:
+    """One message of a conversation as sent to the LLM."""
+
+    role: str
+    content: str
+
+
+@dataclass
+class Usage:
+    """Token counts reported by the provider (or counted when it reports none)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class ChatRequest:
+    """Input of `ChatStreamingWorkflow`: one user turn and everything needed to answer it."""
+
+    prompt: str
+    conversation_id: str | None = None
+    history: list[Turn] = field(default_factory=list)
+    model: str = "simulator"
+    provider: str = "simulator"
+    max_tokens: int = 512
+    temperature: float = 0.7
+    system_prompt: str | None = None
+    user_id: str = "anonymous"
+    chunk_target_chars: int = 120
+    checkpoint_window: int = 16
+    max_prompt_chars: int = 32_000
+
+
+@dataclass
+class ChatResult:
+    """Result of `ChatStreamingWorkflow`; the text itself lives in PostgreSQL chunks."""
+
+    workflow_id: str
+    total_chunks: int
+    text_chars: int
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    provider: str = ""
+
+
+@dataclass
+class Progress:
+    """Answer of the `progress` query."""
+
+    stage: Stage = Stage.QUEUED
+    chunks_saved: int = 0
+    total_chunks: int = 0
+    percent: float = 0.0
+    error: str | None = None
+
+
+# --- activity inputs and outputs -------------------------------------------------
+
+
+@dataclass
+class PromptToValidate:
+    prompt: str
+    max_chars: int = 32_000
+
+
+@dataclass
+class ValidatedPrompt:
+    prompt_chars: int
+
+
+@dataclass
+class GenerationRequest:
+    """What `generate_full_text` sends to the LLM."""
+
+    workflow_id: str
+    messages: list[Turn]
+    model: str
+    max_tokens: int
+    temperature: float
+
+
+@dataclass
+class GeneratedText:
+    """The LLM's full answer: checkpoint 2, recorded once in the workflow history."""
+
+    text: str
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    finish_reason: str | None = None
+
+
+@dataclass
+class ChunkToSave:
+    workflow_id: str
+    index: int
+    text: str
+    total_chunks: int
+
+
+@dataclass
+class SavedChunk:
+    index: int
+    worker: str
+    attempt: int
+    inserted: bool
+
+
+@dataclass
+class GenerationUpdate:
+    """An upsert of the `generations` row; fields left `None` keep their stored value."""
+
+    workflow_id: str
+    stage: Stage
+    conversation_id: str | None = None
+    user_id: str | None = None
+    prompt: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    total_chunks: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error: str | None = None

@@ -1,0 +1,86 @@
+"""One typed settings object for every durable-chat process.
+
+Values come from environment variables (case-insensitive) or a `.env` file in
+the working directory. Defaults run the whole stack on one machine; every port
+can be moved with its variable. Secrets are `SecretStr` so they never appear in
+a log line or a repr.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TASK_QUEUE = "chat-queue"
+
+
+class Settings(BaseSettings):
+    """Configuration read from the environment; see the README's table."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = TASK_QUEUE
+    temporal_ui_url: str = "http://localhost:8233"
+
+    # PostgreSQL
+    database_url: str = "postgresql://postgres@127.0.0.1:5433/durable_chat"
+
+    # LLM provider: a real OpenAI-compatible one when a key is set, else the simulator.
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    llm_model: str = "gpt-4o-mini"
+    simulator_url: str = "http://127.0.0.1:8300/v1"
+    llm_request_timeout_s: float = 120.0
+
+    # Answers
+    default_max_tokens: int = Field(default=512, ge=1)
+    max_tokens_limit: int = Field(default=8192, ge=1)
+    max_prompt_chars: int = Field(default=32_000, ge=1)
+    chunk_target_chars: int = Field(default=120, ge=8)
+    checkpoint_window: int = Field(default=16, ge=1, le=256)
+
+    # Gateway
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    status_query_timeout_s: float = 1.0
+
+    # Worker
+    worker_max_concurrent_activities: int = 200
+    worker_max_concurrent_workflow_tasks: int = 100
+
+    # Local stack (`make up`)
+    data_dir: Path = Path(".data")
+
+    @field_validator("openai_api_key", "openai_base_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def uses_simulator(self) -> bool:
+        """True when no provider key is configured: answers come from the simulator."""
+        return self.openai_api_key is None
+
+    @property
+    def provider_name(self) -> str:
+        """A short provider label stored with each generation."""
+        if self.uses_simulator:
+            return "simulator"
+        return "openai-compatible" if self.openai_base_url else "openai"
+
+    @property
+    def effective_model(self) -> str:
+        """The model name sent to the provider when a request names none."""
+        return "simulator" if self.uses_simulator else self.llm_model
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

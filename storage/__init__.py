@@ -1,0 +1,18 @@
+"""PostgreSQL access: the connection pool, versioned migrations and every query.
+
+All SQL of durable-chat lives in this package, parameterised; nothing else
+formats a query.
+"""
+
+from storage.chats import ChatStore, ChunkRow, GenerationRow
+from storage.migrate import apply_migrations
+from storage.pool import create_pool, ensure_database
+
+__all__ = [
+    "ChatStore",
+    "ChunkRow",
+    "GenerationRow",
+    "apply_migrations",
+    "create_pool",
+    "ensure_database",
+]

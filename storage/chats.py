@@ -1,0 +1,173 @@
+"""Every query on the `generations` and `chunks` tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from common.models import GenerationUpdate, Stage, Turn
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    id: int
+    text: str
+    worker: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    workflow_id: str
+    conversation_id: str | None
+    user_id: str
+    prompt: str
+    model: str | None
+    provider: str | None
+    stage: Stage
+    status: str
+    total_chunks: int | None
+    chunks_saved: int
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+_FINAL_STAGES = [s.value for s in Stage if s.is_final]
+
+
+class ChatStore:
+    """Reads and idempotent writes of chats, over an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def ping(self) -> None:
+        """Raise unless PostgreSQL answers and the schema is in place."""
+        await self._pool.fetchval("SELECT count(*) FROM schema_migrations")
+
+    async def record_generation(self, update: GenerationUpdate) -> None:
+        """Upsert the generation row; `None` fields keep what is stored.
+
+        Idempotent: applying the same update twice leaves the same row.
+        """
+        await self._pool.execute(
+            """
+            INSERT INTO generations AS g (
+                workflow_id, stage, conversation_id, user_id, prompt, model, provider,
+                total_chunks, prompt_tokens, completion_tokens, error, completed_at)
+            VALUES ($1, $2, $3, COALESCE($4, 'anonymous'), COALESCE($5, ''), $6, $7,
+                    $8, $9, $10, $11, CASE WHEN $2 = ANY($12::text[]) THEN now() END)
+            ON CONFLICT (workflow_id) DO UPDATE SET
+                stage             = EXCLUDED.stage,
+                conversation_id   = COALESCE($3, g.conversation_id),
+                user_id           = COALESCE($4, g.user_id),
+                prompt            = COALESCE($5, g.prompt),
+                model             = COALESCE($6, g.model),
+                provider          = COALESCE($7, g.provider),
+                total_chunks      = COALESCE($8, g.total_chunks),
+                prompt_tokens     = COALESCE($9, g.prompt_tokens),
+                completion_tokens = COALESCE($10, g.completion_tokens),
+                error             = COALESCE($11, g.error),
+                updated_at        = now(),
+                completed_at      = COALESCE(g.completed_at, EXCLUDED.completed_at)
+            """,
+            update.workflow_id,
+            update.stage.value,
+            update.conversation_id,
+            update.user_id,
+            update.prompt,
+            update.model,
+            update.provider,
+            update.total_chunks,
+            update.prompt_tokens,
+            update.completion_tokens,
+            update.error,
+            _FINAL_STAGES,
+        )
+
+    async def insert_chunk(
+        self, workflow_id: str, index: int, text: str, worker: str, attempt: int
+    ) -> bool:
+        """Insert chunk `index` once; return False when it was already there.
+
+        The first writer wins: a retry after a crash that happened after the commit
+        keeps the original row (and its worker and attempt).
+        """
+        inserted = await self._pool.fetchval(
+            """
+            INSERT INTO chunks (workflow_id, idx, text, worker, attempt)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (workflow_id, idx) DO NOTHING
+            RETURNING true
+            """,
+            workflow_id,
+            index,
+            text,
+            worker,
+            attempt,
+        )
+        return bool(inserted)
+
+    async def get_generation(self, workflow_id: str) -> GenerationRow | None:
+        row = await self._pool.fetchrow(
+            """
+            SELECT g.*, (SELECT count(*) FROM chunks c WHERE c.workflow_id = g.workflow_id)
+                        AS chunks_saved
+            FROM generations g WHERE g.workflow_id = $1
+            """,
+            workflow_id,
+        )
+        if row is None:
+            return None
+        values = dict(row)
+        values["stage"] = Stage(values["stage"])
+        return GenerationRow(**values)
+
+    async def get_chunks(self, workflow_id: str, from_id: int, limit: int = 500) -> list[ChunkRow]:
+        """Chunks `from_id`, `from_id + 1`, ... up to the first one not saved yet.
+
+        Chunks may be saved out of order (several in flight); a reader following a
+        cursor must never skip one, so the answer stops at the first gap.
+        """
+        rows = await self._pool.fetch(
+            """
+            SELECT idx, text, worker, attempt FROM chunks
+            WHERE workflow_id = $1 AND idx >= $2
+            ORDER BY idx LIMIT $3
+            """,
+            workflow_id,
+            from_id,
+            limit,
+        )
+        chunks: list[ChunkRow] = []
+        for expected, row in enumerate(rows, start=from_id):
+            if row["idx"] != expected:
+                break
+            chunks.append(ChunkRow(row["idx"], row["text"], row["worker"], row["attempt"]))
+        return chunks
+
+    async def conversation_turns(self, conversation_id: str, user_id: str) -> list[Turn]:
+        """Earlier completed turns of a conversation, oldest first, as LLM messages."""
+        rows = await self._pool.fetch(
+            """
+            SELECT g.prompt,
+                   (SELECT string_agg(c.text, '' ORDER BY c.idx) FROM chunks c
+                    WHERE c.workflow_id = g.workflow_id) AS answer
+            FROM generations g
+            WHERE g.conversation_id = $1 AND g.user_id = $2 AND g.stage = 'completed'
+            ORDER BY g.created_at
+            """,
+            conversation_id,
+            user_id,
+        )
+        turns: list[Turn] = []
+        for row in rows:
+            turns.append(Turn(role="user", content=row["prompt"]))
+            turns.append(Turn(role="assistant", content=row["answer"] or ""))
+        return turns
