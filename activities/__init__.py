@@ -1,0 +1,1 @@
+"""Activities: all of durable-chat's I/O, each idempotent."""

@@ -1,0 +1,45 @@
+"""save_chunk and record_generation: the PostgreSQL side of a chat."""
+
+from __future__ import annotations
+
+import structlog
+from temporalio import activity
+
+from common.models import ChunkToSave, GenerationUpdate, SavedChunk
+from storage import ChatStore
+
+log = structlog.get_logger(__name__)
+
+
+class CheckpointActivities:
+    """Activities that write the durable record users read, bound to one worker's pool."""
+
+    def __init__(self, store: ChatStore, worker_identity: str) -> None:
+        self._store = store
+        self._worker = worker_identity
+
+    @activity.defn(name="save_chunk")
+    async def save_chunk(self, chunk: ChunkToSave) -> SavedChunk:
+        """Checkpoint 3.i: insert chunk `index` of a chat.
+
+        Idempotent through the (workflow_id, idx) primary key: a retry or a replay
+        after a crash inserts nothing and reports `inserted=False`; the stored row
+        keeps the worker and attempt that first wrote it.
+        """
+        attempt = activity.info().attempt
+        inserted = await self._store.insert_chunk(
+            chunk.workflow_id, chunk.index, chunk.text, self._worker, attempt
+        )
+        if not inserted:
+            log.info("chunk already saved", index=chunk.index)
+        return SavedChunk(
+            index=chunk.index, worker=self._worker, attempt=attempt, inserted=inserted
+        )
+
+    @activity.defn(name="record_generation")
+    async def record_generation(self, update: GenerationUpdate) -> None:
+        """Upsert the chat's `generations` row (stage, totals, usage, error).
+
+        Idempotent: the same update applied twice leaves the same row.
+        """
+        await self._store.record_generation(update)

@@ -1,0 +1,139 @@
+"""One durable-chat worker: polls `chat-queue` and runs chats and their activities.
+
+Run several (`make up` starts `WORKERS` of them) to form a fleet: killing one
+mid-answer lets another replay the chat's history and continue at the next chunk.
+The worker identity contains the pid, so a chunk row says which process wrote it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from temporalio import workflow
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    Worker,
+)
+
+from activities.checkpoints import CheckpointActivities
+from activities.generation import GenerationActivities
+from activities.validation import validate_prompt
+from common.llm import build_llm_client
+from common.log import configure_logging
+from common.settings import get_settings
+from common.temporal import connect_temporal
+from storage import ChatStore, apply_migrations, create_pool
+from storage.pool import wait_for_database
+from workflows.chat import ChatStreamingWorkflow
+
+log = structlog.get_logger("worker")
+
+# How long a workflow task waits on a dead worker's sticky queue before any worker may
+# take it (the SDK default is 10 s). Short, so a killed worker is replaced quickly; the
+# cost is an occasional full replay when a live worker is slow to poll.
+STICKY_SCHEDULE_TO_START = timedelta(seconds=2)
+# On SIGTERM, in-flight activities get this long to finish before they are cancelled.
+GRACEFUL_SHUTDOWN = timedelta(seconds=5)
+
+
+class _BindActivityContext(Interceptor):
+    """Binds workflow id, activity, attempt and worker to every log line of an activity."""
+
+    def __init__(self, worker_identity: str) -> None:
+        self._worker = worker_identity
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _ActivityContext(next, self._worker)
+
+
+class _ActivityContext(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, worker_identity: str) -> None:
+        super().__init__(next)
+        self._worker = worker_identity
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        from temporalio import activity
+
+        info = activity.info()
+        with structlog.contextvars.bound_contextvars(
+            workflow_id=info.workflow_id,
+            run_id=info.workflow_run_id,
+            activity=info.activity_type,
+            attempt=info.attempt,
+            worker=self._worker,
+        ):
+            return await super().execute_activity(input)
+
+
+def worker_identity() -> str:
+    """`worker-<pid>@<host>`: enough to find, and kill, the process that did something."""
+    return f"worker-{os.getpid()}@{socket.gethostname()}"
+
+
+async def run_worker() -> None:
+    settings = get_settings()
+    identity = worker_identity()
+    # Workflow log lines carry the workflow id as flat keys (see common.log), not in the text.
+    workflow.logger.workflow_info_on_message = False
+
+    await wait_for_database(settings.database_url)
+    await apply_migrations(settings.database_url)
+    pool = await create_pool(settings.database_url, max_size=20)
+    client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    llm = build_llm_client(settings)
+
+    checkpoints = CheckpointActivities(ChatStore(pool), identity)
+    generation = GenerationActivities(llm)
+    worker = Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[ChatStreamingWorkflow],
+        activities=[
+            validate_prompt,
+            generation.generate_full_text,
+            checkpoints.save_chunk,
+            checkpoints.record_generation,
+        ],
+        identity=identity,
+        interceptors=[_BindActivityContext(identity)],
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    log.info(
+        "worker started",
+        task_queue=settings.task_queue,
+        temporal=settings.temporal_address,
+        llm=settings.provider_name,
+        pid=os.getpid(),
+    )
+    async with worker:
+        await stop.wait()
+        log.info("worker stopping: finishing in-flight activities")
+    await pool.close()
+    await llm.close()
+    log.info("worker stopped")
+
+
+def main() -> None:
+    configure_logging("worker", worker=worker_identity())
+    asyncio.run(run_worker())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""ChatStreamingWorkflow: validate, generate once, checkpoint chunk by chunk.
+
+The workflow is the only place that decides order and progress. Its history is the
+durable record of what was done: after a crash a worker replays it, skips every
+activity already completed (validation, the LLM call, saved chunks) and continues
+with the first chunk not yet saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from activities.checkpoints import CheckpointActivities
+    from activities.generation import GenerationActivities
+    from activities.validation import validate_prompt
+    from common.models import (
+        ChatRequest,
+        ChatResult,
+        ChunkToSave,
+        GenerationRequest,
+        GenerationUpdate,
+        Progress,
+        PromptToValidate,
+        Stage,
+        Turn,
+    )
+    from workflows import policies
+    from workflows.chunking import split_into_chunks
+
+
+# Activities whose results a resuming worker takes from the history, by stage.
+_DONE_BEFORE: dict[Stage, tuple[str, ...]] = {
+    Stage.GENERATING: ("validate_prompt",),
+    Stage.CHECKPOINTING: ("validate_prompt", "generate_full_text"),
+    Stage.COMPLETED: ("validate_prompt", "generate_full_text"),
+}
+
+
+@workflow.defn(name="ChatStreamingWorkflow")
+class ChatStreamingWorkflow:
+    def __init__(self) -> None:
+        self._progress = Progress()
+        self._started_in_replay = False
+        self._resume_logged = False
+
+    @workflow.query(name="progress")
+    def progress(self) -> Progress:
+        """Stage, chunks saved, total chunks and percent; answered by a live worker."""
+        return self._progress
+
+    @workflow.run
+    async def run(self, request: ChatRequest) -> ChatResult:
+        workflow_id = workflow.info().workflow_id
+        self._started_in_replay = workflow.unsafe.is_replaying()
+        try:
+            await self._enter(Stage.VALIDATING, _first_record(workflow_id, request))
+            await workflow.execute_activity(
+                validate_prompt,
+                PromptToValidate(prompt=request.prompt, max_chars=request.max_prompt_chars),
+                start_to_close_timeout=policies.VALIDATE_TIMEOUT,
+                retry_policy=policies.VALIDATE_RETRY,
+                summary="validate_prompt",
+            )
+
+            await self._enter(Stage.GENERATING, GenerationUpdate(workflow_id, Stage.GENERATING))
+            generated = await workflow.execute_activity_method(
+                GenerationActivities.generate_full_text,
+                GenerationRequest(
+                    workflow_id=workflow_id,
+                    messages=_messages(request),
+                    model=request.model,
+                    max_tokens=request.max_tokens,
+                    temperature=request.temperature,
+                ),
+                start_to_close_timeout=policies.GENERATE_TIMEOUT,
+                heartbeat_timeout=policies.GENERATE_HEARTBEAT_TIMEOUT,
+                retry_policy=policies.GENERATE_RETRY,
+                summary=f"generate_full_text ({request.model}, ≤{request.max_tokens} tokens)",
+            )
+
+            chunks = split_into_chunks(generated.text, request.chunk_target_chars)
+            self._progress.total_chunks = len(chunks)
+            await self._enter(
+                Stage.CHECKPOINTING,
+                GenerationUpdate(
+                    workflow_id,
+                    Stage.CHECKPOINTING,
+                    model=generated.model or request.model,
+                    total_chunks=len(chunks),
+                    prompt_tokens=generated.usage.prompt_tokens,
+                    completion_tokens=generated.usage.completion_tokens,
+                ),
+            )
+            await self._save_chunks(workflow_id, chunks, request.checkpoint_window)
+
+            await self._enter(Stage.COMPLETED, GenerationUpdate(workflow_id, Stage.COMPLETED))
+            return ChatResult(
+                workflow_id=workflow_id,
+                total_chunks=len(chunks),
+                text_chars=len(generated.text),
+                usage=generated.usage,
+                model=generated.model or request.model,
+                provider=request.provider,
+            )
+        except asyncio.CancelledError:
+            await self._finish(workflow_id, Stage.CANCELLED, "The chat was cancelled.")
+            raise
+        except ActivityError as err:
+            if is_cancelled_exception(err):
+                await self._finish(workflow_id, Stage.CANCELLED, "The chat was cancelled.")
+                raise
+            message, error_type = _describe(err)
+            await self._finish(workflow_id, Stage.FAILED, message)
+            raise ApplicationError(message, type=error_type, non_retryable=True) from err
+
+    async def _save_chunks(self, workflow_id: str, chunks: list[str], window_size: int) -> None:
+        """One save_chunk activity per chunk, at most `window_size` in flight.
+
+        Scheduling order is ascending and the window is FIFO, so replay is
+        deterministic; `chunks_saved` counts completions, so progress is exact.
+        """
+        window = asyncio.Semaphore(max(1, window_size))
+        total = len(chunks)
+
+        async def save(index: int, text: str) -> None:
+            async with window:
+                self._log_resume_once(f"chunk {index}")
+                await workflow.execute_activity_method(
+                    CheckpointActivities.save_chunk,
+                    ChunkToSave(
+                        workflow_id=workflow_id, index=index, text=text, total_chunks=total
+                    ),
+                    start_to_close_timeout=policies.SAVE_CHUNK_TIMEOUT,
+                    retry_policy=policies.SAVE_CHUNK_RETRY,
+                    summary=f"save_chunk {index + 1}/{total}",
+                )
+                self._progress.chunks_saved += 1
+                self._progress.percent = round(100.0 * self._progress.chunks_saved / total, 1)
+
+        await asyncio.gather(*(save(i, text) for i, text in enumerate(chunks)))
+
+    async def _enter(self, stage: Stage, update: GenerationUpdate) -> None:
+        """Move to `stage` and record it in PostgreSQL (the status fallback reads it)."""
+        self._progress.stage = stage
+        if stage is Stage.COMPLETED:
+            self._progress.percent = 100.0
+        self._log_resume_once(stage.value)
+        await self._record(update)
+
+    async def _finish(self, workflow_id: str, stage: Stage, message: str) -> None:
+        self._progress.stage = stage
+        self._progress.error = message
+        await self._record(GenerationUpdate(workflow_id, stage, error=message))
+
+    async def _record(self, update: GenerationUpdate) -> None:
+        await workflow.execute_activity_method(
+            CheckpointActivities.record_generation,
+            update,
+            start_to_close_timeout=policies.RECORD_TIMEOUT,
+            retry_policy=policies.RECORD_RETRY,
+            summary=f"record_generation {update.stage.value}",
+        )
+
+    def _log_resume_once(self, next_step: str) -> None:
+        """Log, once, where a worker that replayed this chat's history picks it up."""
+        if not self._started_in_replay or self._resume_logged:
+            return
+        if workflow.unsafe.is_replaying():
+            return
+        self._resume_logged = True
+        skipped = _DONE_BEFORE.get(self._progress.stage, ())
+        workflow.logger.info(
+            "replayed history; resuming at %s (events replayed: %d, not repeated: %s, "
+            "chunks already saved: %d/%d)",
+            next_step,
+            workflow.info().get_current_history_length(),
+            ", ".join(skipped) or "nothing",
+            self._progress.chunks_saved,
+            self._progress.total_chunks,
+        )
+
+
+def _first_record(workflow_id: str, request: ChatRequest) -> GenerationUpdate:
+    return GenerationUpdate(
+        workflow_id,
+        Stage.VALIDATING,
+        conversation_id=request.conversation_id,
+        user_id=request.user_id,
+        prompt=request.prompt,
+        model=request.model,
+        provider=request.provider,
+    )
+
+
+def _messages(request: ChatRequest) -> list[Turn]:
+    messages: list[Turn] = []
+    if request.system_prompt:
+        messages.append(Turn(role="system", content=request.system_prompt))
+    messages.extend(request.history)
+    messages.append(Turn(role="user", content=request.prompt))
+    return messages
+
+
+def _describe(err: ActivityError) -> tuple[str, str]:
+    """A message for people and an error type, from a failed activity."""
+    cause = err.cause
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, ApplicationError):
+        return cause.message, cause.type or "ActivityFailed"
+    if cause is not None:
+        return f"{err.activity_type} failed: {cause}", type(cause).__name__
+    return f"{err.activity_type} failed", "ActivityFailed"
