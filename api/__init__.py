@@ -1,0 +1,1 @@
+"""The HTTP gateway: starts chats, answers progress, serves chunks by cursor."""

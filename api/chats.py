@@ -1,0 +1,309 @@
+"""What the gateway does for a chat, independent of HTTP: start, status, chunks, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import asyncpg
+import structlog
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.schemas import ChatStatus, ChunkOut, ChunkPage, StartChatBody, UsageOut
+from common.errors import ChatNotFoundError, DependencyUnavailableError
+from common.models import ChatRequest, Progress, Stage
+from common.settings import Settings
+from storage import ChatStore, GenerationRow
+from workflows.chat import ChatStreamingWorkflow
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0d8a1e-6f0e-4c55-9a43-3c1f1c2f7d10")
+
+_STATUS_NAMES = {
+    WorkflowExecutionStatus.RUNNING: "running",
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "continued_as_new",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+}
+
+
+def workflow_id_for(user_id: str, idempotency_key: str | None) -> str:
+    """`chat-<uuid>`: random, or derived from the caller's idempotency key."""
+    if idempotency_key is None:
+        return f"chat-{uuid.uuid4()}"
+    return f"chat-{uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f'{user_id}:{idempotency_key}')}"
+
+
+def temporal_ui_link(settings: Settings, workflow_id: str) -> str:
+    base = settings.temporal_ui_url.rstrip("/")
+    return f"{base}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"
+
+
+def summary_for(prompt: str, model: str) -> str:
+    """A one-line summary shown for the chat in the Temporal UI."""
+    words = " ".join(prompt.split()[:12])
+    if len(words) > 80:
+        words = words[:79] + "…"
+    return f"{words} · {model}"
+
+
+async def start_chat(
+    client: Client, store: ChatStore, settings: Settings, body: StartChatBody, user_id: str
+) -> str:
+    """Start a ChatStreamingWorkflow for `body`; return its workflow id at once.
+
+    With an idempotency key, a second identical submit returns the first chat's id
+    (running or finished) instead of starting another.
+    """
+    history = []
+    if body.conversation_id:
+        history = await _db(store.conversation_turns(body.conversation_id, user_id))
+    model = body.model or settings.effective_model
+    request = ChatRequest(
+        prompt=body.prompt,
+        conversation_id=body.conversation_id,
+        history=history,
+        model=model,
+        provider=settings.provider_name,
+        max_tokens=body.max_tokens or settings.default_max_tokens,
+        temperature=0.7 if body.temperature is None else body.temperature,
+        user_id=user_id,
+        chunk_target_chars=settings.chunk_target_chars,
+        checkpoint_window=settings.checkpoint_window,
+        max_prompt_chars=settings.max_prompt_chars,
+    )
+    workflow_id = workflow_id_for(user_id, body.idempotency_key)
+    keyed = body.idempotency_key is not None
+    try:
+        await client.start_workflow(
+            ChatStreamingWorkflow.run,
+            request,
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            id_conflict_policy=(
+                WorkflowIDConflictPolicy.USE_EXISTING if keyed else WorkflowIDConflictPolicy.FAIL
+            ),
+            id_reuse_policy=(
+                WorkflowIDReusePolicy.REJECT_DUPLICATE
+                if keyed
+                else WorkflowIDReusePolicy.ALLOW_DUPLICATE
+            ),
+            static_summary=summary_for(body.prompt, model),
+        )
+    except WorkflowAlreadyStartedError:
+        if not keyed:
+            raise
+        log.info("idempotent start: chat already exists", workflow_id=workflow_id)
+    except RPCError as err:
+        raise _temporal_error(err) from err
+    log.info("chat started", workflow_id=workflow_id, model=model, history_turns=len(history) // 2)
+    return workflow_id
+
+
+async def chat_status(
+    client: Client, store: ChatStore, settings: Settings, workflow_id: str
+) -> ChatStatus:
+    """Progress of a chat: from the live workflow when a worker answers the query in
+    time, else from PostgreSQL (and Temporal's own record when the row is missing)."""
+    handle = client.get_workflow_handle(workflow_id)
+    description: WorkflowExecutionDescription | None
+    try:
+        description = await handle.describe(rpc_timeout=timedelta(seconds=2))
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ChatNotFoundError(workflow_id) from err
+        description = None  # Temporal is down: PostgreSQL alone answers
+        log.warning("Temporal unreachable, answering status from PostgreSQL", error=str(err))
+
+    row = await _db_or_none(store.get_generation(workflow_id))
+    if description is None and row is None:
+        raise DependencyUnavailableError("Temporal and PostgreSQL")
+
+    if description is not None and description.status == WorkflowExecutionStatus.RUNNING:
+        progress = await _query_progress(handle, settings.status_query_timeout_s)
+        if progress is not None:
+            return _status_from_progress(settings, workflow_id, progress, row)
+    status_name = (
+        _STATUS_NAMES.get(description.status, "unknown")
+        if description is not None and description.status is not None
+        else None
+    )
+    if row is None:
+        return ChatStatus(
+            workflow_id=workflow_id,
+            status=status_name or "running",
+            stage=Stage.QUEUED.value if status_name == "running" else (status_name or "queued"),
+            progress=0.0,
+            chunks_saved=0,
+            total_chunks=None,
+            source="temporal",
+            temporal_ui_url=temporal_ui_link(settings, workflow_id),
+        )
+    return _status_from_row(settings, row, status_name)
+
+
+async def chunk_page(
+    client: Client, store: ChatStore, workflow_id: str, from_id: int, limit: int
+) -> ChunkPage:
+    """Chunks from cursor `from_id`, contiguous, with the cursor to ask for next."""
+    row = await _db(store.get_generation(workflow_id))
+    if row is None:
+        await _ensure_exists(client, workflow_id)
+        return ChunkPage(workflow_id=workflow_id, chunks=[], next_from_id=from_id, status="running")
+    chunks = await _db(store.get_chunks(workflow_id, from_id, limit))
+    return ChunkPage(
+        workflow_id=workflow_id,
+        chunks=[ChunkOut(id=c.id, text=c.text, worker=c.worker, attempt=c.attempt) for c in chunks],
+        next_from_id=from_id + len(chunks),
+        status=row.status,
+    )
+
+
+async def cancel_chat(client: Client, workflow_id: str) -> str:
+    """Request cancellation; saved chunks stay. Returns the status to report."""
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        description = await handle.describe(rpc_timeout=timedelta(seconds=2))
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            return (
+                _STATUS_NAMES.get(description.status, "unknown")
+                if description.status
+                else "unknown"
+            )
+        await handle.cancel()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ChatNotFoundError(workflow_id) from err
+        raise _temporal_error(err) from err
+    log.info("chat cancellation requested", workflow_id=workflow_id)
+    return "cancelling"
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+async def _query_progress(
+    handle: WorkflowHandle[Any, Any], timeout_s: float
+) -> Progress | None:
+    """The workflow's own progress, or None when no worker answers within `timeout_s`."""
+    try:
+        progress: Progress = await asyncio.wait_for(
+            handle.query(ChatStreamingWorkflow.progress, rpc_timeout=timedelta(seconds=timeout_s)),
+            timeout=timeout_s + 0.5,
+        )
+        return progress
+    except (RPCError, TimeoutError) as err:
+        log.info("progress query unanswered, falling back to PostgreSQL", error=str(err))
+        return None
+
+
+def _status_from_progress(
+    settings: Settings, workflow_id: str, progress: Progress, row: GenerationRow | None
+) -> ChatStatus:
+    status = _status_from_row(settings, row, "running") if row is not None else None
+    return ChatStatus(
+        workflow_id=workflow_id,
+        status="running",  # Temporal's execution status is authoritative; stage may run ahead
+        stage=progress.stage.value,
+        progress=progress.percent,
+        chunks_saved=progress.chunks_saved,
+        total_chunks=progress.total_chunks or None,
+        error=progress.error,
+        source="workflow",
+        model=status.model if status else None,
+        provider=status.provider if status else None,
+        usage=status.usage if status else None,
+        created_at=status.created_at if status else None,
+        temporal_ui_url=temporal_ui_link(settings, workflow_id),
+    )
+
+
+def _status_from_row(
+    settings: Settings, row: GenerationRow, temporal_status: str | None
+) -> ChatStatus:
+    total = row.total_chunks
+    if row.stage is Stage.COMPLETED:
+        percent = 100.0
+    elif total:
+        percent = round(100.0 * row.chunks_saved / total, 1)
+    else:
+        percent = 0.0
+    duration_ms = (
+        int((row.completed_at - row.created_at).total_seconds() * 1000)
+        if row.completed_at
+        else None
+    )
+    usage = (
+        UsageOut(prompt_tokens=row.prompt_tokens, completion_tokens=row.completion_tokens)
+        if row.completion_tokens is not None
+        else None
+    )
+    status = row.status
+    if temporal_status in ("terminated", "timed_out") and not row.stage.is_final:
+        status = temporal_status
+    return ChatStatus(
+        workflow_id=row.workflow_id,
+        status=status,
+        stage=row.stage.value,
+        progress=percent,
+        chunks_saved=row.chunks_saved,
+        total_chunks=total,
+        error=row.error,
+        source="postgres",
+        model=row.model,
+        provider=row.provider,
+        usage=usage,
+        created_at=row.created_at,
+        completed_at=row.completed_at,
+        duration_ms=duration_ms,
+        temporal_ui_url=temporal_ui_link(settings, row.workflow_id),
+    )
+
+
+async def _ensure_exists(client: Client, workflow_id: str) -> None:
+    try:
+        await client.get_workflow_handle(workflow_id).describe(rpc_timeout=timedelta(seconds=2))
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ChatNotFoundError(workflow_id) from err
+        raise _temporal_error(err) from err
+
+
+def _temporal_error(err: RPCError) -> Exception:
+    if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        return DependencyUnavailableError("Temporal", err.message)
+    return err
+
+
+async def _db(awaitable: Awaitable[T]) -> T:
+    """Await a storage call; a database that cannot answer becomes a 503."""
+    try:
+        return await awaitable
+    except _DB_ERRORS as err:
+        raise DependencyUnavailableError("PostgreSQL", str(err) or type(err).__name__) from err
+
+
+async def _db_or_none(awaitable: Awaitable[T]) -> T | None:
+    """Await a storage call; None when the database cannot answer."""
+    try:
+        return await awaitable
+    except _DB_ERRORS as err:
+        log.warning("PostgreSQL unreachable", error=str(err) or type(err).__name__)
+        return None

@@ -1,0 +1,31 @@
+"""FastAPI dependencies: the long-lived clients created in the app's lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from temporalio.client import Client
+
+from common.settings import Settings
+from storage import ChatStore
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_temporal(request: Request) -> Client:
+    client: Client = request.app.state.temporal
+    return client
+
+
+def get_store(request: Request) -> ChatStore:
+    store: ChatStore = request.app.state.store
+    return store
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+StoreDep = Annotated[ChatStore, Depends(get_store)]

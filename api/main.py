@@ -1,0 +1,87 @@
+"""The FastAPI application: `uvicorn api.main:app` or `python -m api`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+import structlog
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from api.errors import install_error_handlers
+from api.routes import health, workflows
+from common.log import configure_logging
+from common.settings import Settings, get_settings
+from storage import ChatStore, apply_migrations, create_pool
+from storage.pool import wait_for_database
+
+log = structlog.get_logger("gateway")
+
+
+async def _prepare_database(dsn: str) -> None:
+    """Create the database and schema in the background; the gateway answers 503 until then."""
+    while True:
+        try:
+            await wait_for_database(dsn, attempts=1_000_000, delay_s=1.0)
+            await apply_migrations(dsn)
+            return
+        except Exception as err:  # keep trying: PostgreSQL may come up later
+            log.warning("database not ready", error=str(err))
+            await asyncio.sleep(1.0)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # lazy: the gateway starts (and answers /healthz, 503s) while Temporal is down.
+        app.state.temporal = await Client.connect(
+            settings.temporal_address, namespace=settings.temporal_namespace, lazy=True
+        )
+        pool = await create_pool(settings.database_url)
+        app.state.store = ChatStore(pool)
+        preparing = asyncio.create_task(_prepare_database(settings.database_url))
+        log.info("gateway ready", temporal=settings.temporal_address, port=settings.gateway_port)
+        try:
+            yield
+        finally:
+            preparing.cancel()
+            with suppress(asyncio.CancelledError):
+                await preparing
+            await pool.close()
+
+    app = FastAPI(
+        title="durable-chat gateway",
+        version="0.1.0",
+        description=(
+            "Starts durable LLM chats on Temporal, reports their progress and serves their "
+            "checkpointed chunks by cursor."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(workflows.router)
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    configure_logging("gateway")
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

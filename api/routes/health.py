@@ -1,0 +1,43 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import StoreDep, TemporalDep
+from api.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process is up (says nothing about its dependencies)."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+async def readyz(client: TemporalDep, store: StoreDep) -> Health | JSONResponse:
+    """Ready when both Temporal and PostgreSQL answer; 503 says which one does not."""
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(
+            client.service_client.check_health(timeout=timedelta(seconds=2)), timeout=3
+        )
+        checks["temporal"] = "ok"
+    except Exception as err:  # any failure means "not ready"; the message says why
+        checks["temporal"] = f"unavailable: {err or type(err).__name__}"
+    try:
+        await asyncio.wait_for(store.ping(), timeout=3)
+        checks["postgres"] = "ok"
+    except Exception as err:
+        checks["postgres"] = f"unavailable: {err or type(err).__name__}"
+    if all(v == "ok" for v in checks.values()):
+        return Health(status="ok", checks=checks)
+    return JSONResponse(
+        status_code=503, content=Health(status="unavailable", checks=checks).model_dump()
+    )

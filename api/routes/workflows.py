@@ -1,0 +1,69 @@
+"""/api/workflows: start a chat, follow its progress and chunks, cancel it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from activities.validation import check_prompt
+from api import chats
+from api.deps import SettingsDep, StoreDep, TemporalDep
+from api.errors import PromptTooLargeError
+from api.schemas import CancelResponse, ChatStatus, ChunkPage, StartChatBody, StartChatResponse
+
+router = APIRouter(prefix="/api/workflows", tags=["workflows"])
+
+WorkflowId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:@-]{1,200}$")]
+ANONYMOUS = "anonymous"
+
+
+@router.post("/start", status_code=202, response_model=StartChatResponse)
+async def start(
+    body: StartChatBody, client: TemporalDep, store: StoreDep, settings: SettingsDep
+) -> StartChatResponse:
+    """Start a chat; returns at once with its workflow id (follow it with status/chunks)."""
+    if len(body.prompt) > settings.max_prompt_chars:
+        raise PromptTooLargeError(
+            f"The prompt is {len(body.prompt):,} characters long; "
+            f"the limit is {settings.max_prompt_chars:,}."
+        )
+    check_prompt(body.prompt, settings.max_prompt_chars)
+    if body.max_tokens is not None and body.max_tokens > settings.max_tokens_limit:
+        raise PromptTooLargeError(
+            f"max_tokens {body.max_tokens} is above the limit of {settings.max_tokens_limit}."
+        )
+    workflow_id = await chats.start_chat(client, store, settings, body, ANONYMOUS)
+    return StartChatResponse(
+        workflow_id=workflow_id,
+        status="running",
+        temporal_ui_url=chats.temporal_ui_link(settings, workflow_id),
+    )
+
+
+@router.get("/{workflow_id}/status", response_model=ChatStatus)
+async def status(
+    workflow_id: WorkflowId, client: TemporalDep, store: StoreDep, settings: SettingsDep
+) -> ChatStatus:
+    """Stage and progress, from the live workflow or, when no worker answers, PostgreSQL."""
+    return await chats.chat_status(client, store, settings, workflow_id)
+
+
+@router.get("/{workflow_id}/chunks", response_model=ChunkPage)
+async def chunks(
+    workflow_id: WorkflowId,
+    client: TemporalDep,
+    store: StoreDep,
+    from_id: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> ChunkPage:
+    """Checkpointed chunks from cursor `from_id`, contiguous; ask again with `next_from_id`."""
+    return await chats.chunk_page(client, store, workflow_id, from_id, limit)
+
+
+@router.post("/{workflow_id}/cancel", status_code=202, response_model=CancelResponse)
+async def cancel(workflow_id: WorkflowId, client: TemporalDep) -> CancelResponse:
+    """Cancel a running chat; chunks already saved stay readable."""
+    return CancelResponse(
+        workflow_id=workflow_id, status=await chats.cancel_chat(client, workflow_id)
+    )
