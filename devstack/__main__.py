@@ -1,0 +1,77 @@
+"""`python -m devstack up`: run the whole stack in this terminal (what `make up` does)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from devstack.stack import StackSettings, circus_config
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def _banner(settings: StackSettings) -> str:
+    llm = (
+        "OpenAI-compatible provider (OPENAI_API_KEY is set)"
+        if settings.openai_api_key
+        else f"built-in simulator on http://127.0.0.1:{settings.simulator_port} "
+        "(set OPENAI_API_KEY for a real model)"
+    )
+    lines = [
+        "",
+        "durable-chat is up",
+        f"  Gateway API     http://localhost:{settings.gateway_port}  (docs: /docs)",
+        f"  Temporal UI     http://localhost:{settings.temporal_ui_port}",
+        f"  Temporal gRPC   127.0.0.1:{settings.temporal_port}",
+        f"  PostgreSQL      {settings.database_url or settings.embedded_database_url}",
+        f"  LLM             {llm}",
+        f"  Workers         {settings.workers} (kill one with kill -9: it is restarted, "
+        "its chats resume elsewhere)",
+        f"  Stop            Ctrl-C (data stays in {settings.data_dir}/; `make up` again resumes)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def up() -> int:
+    settings = StackSettings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    config_file = settings.data_dir / "circus.ini"
+    config_file.write_text(circus_config(settings, Path.cwd()))
+    circusd = subprocess.Popen(
+        [sys.executable, "-m", "circus.circusd", str(config_file)],
+    )
+    # Ctrl-C reaches circusd directly (same process group); it stops every process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: circusd.send_signal(signal.SIGTERM))
+    if _wait_ready(f"http://127.0.0.1:{settings.gateway_port}/readyz", circusd):
+        print(_banner(settings), flush=True)
+    return circusd.wait()
+
+
+def main() -> None:
+    command = sys.argv[1] if len(sys.argv) > 1 else "up"
+    if command != "up":
+        sys.exit("usage: python -m devstack up")
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(up())
+
+
+if __name__ == "__main__":
+    main()

