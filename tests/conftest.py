@@ -1,0 +1,75 @@
+"""Session fixtures: one real stack (PostgreSQL, Temporal dev server, LLM simulator,
+two workers, gateway) on free ports, started once and stopped by pid at the end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from temporalio.client import Client
+
+from devstack.harness import LocalStack
+
+# Fast simulator for the suite: 20 ms to the first token, 1000 tokens per second.
+SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "1000"}
+FLEET_SIZE = 2
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    workdir = Path(tmp_path_factory.mktemp("stack"))
+    local = LocalStack(workdir=workdir, simulator_env=SIMULATOR_ENV)
+    try:
+        local.start(workers=FLEET_SIZE)
+        yield local
+    except BaseException:
+        for process in local.processes:
+            print(f"--- {process.name} (pid {process.popen.pid if process.popen else '?'})")
+            print(process.log_tail(60))
+        raise
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def fleet(stack: LocalStack) -> LocalStack:
+    """The stack with FLEET_SIZE live workers (a test before may have killed some)."""
+    while len(stack.live_workers()) < FLEET_SIZE:
+        stack.start_worker()
+    return stack
+
+
+@pytest.fixture(scope="session")
+async def temporal_client(stack: LocalStack) -> Client:
+    return await Client.connect(stack.temporal_address)
+
+
+@pytest.fixture(scope="session")
+async def db(stack: LocalStack) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def gateway(fleet: LocalStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=fleet.gateway_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def simulator(stack: LocalStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.simulator_url, timeout=30) as client:
+        yield client
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("SKIP_BROWSER_TESTS") == "1":
+        skip = pytest.mark.skip(reason="SKIP_BROWSER_TESTS=1")
+        for item in items:
+            if "browser" in item.keywords:
+                item.add_marker(skip)

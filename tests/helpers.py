@@ -1,0 +1,99 @@
+"""Helpers shared by the tests: expected answers, waiting, reading the chunk table."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+
+from llm_simulator.text import simulated_tokens
+
+T = TypeVar("T")
+
+
+def unique_prompt(text: str = "Tell me about durable execution") -> str:
+    """A prompt no other test uses, so simulator counters can be read per prompt."""
+    return f"{text} [{uuid.uuid4().hex[:8]}]"
+
+
+def expected_answer(
+    prompt: str,
+    max_tokens: int,
+    temperature: float = 0.7,
+    model: str = "simulator",
+    history: list[dict[str, str]] | None = None,
+) -> str:
+    """The simulator's answer for this request, computed without asking it."""
+    messages = [*(history or []), {"role": "user", "content": prompt}]
+    return "".join(simulated_tokens(messages, model, max_tokens, temperature))
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[T]], timeout_s: float = 60, interval_s: float = 0.1
+) -> T:
+    """Poll `predicate` until it returns a truthy value; return that value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(interval_s)
+
+
+async def wait_status(
+    gateway: httpx.AsyncClient, workflow_id: str, statuses: set[str], timeout_s: float = 60
+) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await gateway.get(f"/api/workflows/{workflow_id}/status")).json()
+        return body if body.get("status") in statuses else None
+
+    return await wait_for(reached, timeout_s=timeout_s, interval_s=0.2)
+
+
+async def read_all_chunks(gateway: httpx.AsyncClient, workflow_id: str) -> list[dict[str, Any]]:
+    """Follow the chunk cursor from 0 to the end, as a client would."""
+    chunks: list[dict[str, Any]] = []
+    cursor = 0
+    while True:
+        page = (
+            await gateway.get(f"/api/workflows/{workflow_id}/chunks", params={"from_id": cursor})
+        ).json()
+        chunks.extend(page["chunks"])
+        if not page["chunks"]:
+            return chunks
+        cursor = page["next_from_id"]
+
+
+async def chunk_rows(db: asyncpg.Pool, workflow_id: str) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "SELECT idx, text, worker, attempt FROM chunks WHERE workflow_id = $1 ORDER BY idx",
+        workflow_id,
+    )
+
+
+async def generations_for(simulator: httpx.AsyncClient, prompt: str) -> dict[str, int]:
+    stats = (await simulator.get("/sim/stats")).json()
+    counts: dict[str, int] = stats["by_prompt"].get(prompt, {"started": 0, "completed": 0})
+    return counts
+
+
+HISTORIES_DIR = Path(__file__).parent / "histories"
+
+
+async def keep_history(handle: Any, name: str) -> None:
+    """With UPDATE_HISTORIES=1, store this run's history under tests/histories/ so the
+    replay test checks every later code change against it."""
+    if os.environ.get("UPDATE_HISTORIES") != "1":
+        return
+    history = await handle.fetch_history()
+    HISTORIES_DIR.mkdir(exist_ok=True)
+    (HISTORIES_DIR / f"{name}.json").write_text(history.to_json())

@@ -1,0 +1,117 @@
+"""`make up` (python -m devstack up): the whole stack, and kill -9 of one worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from devstack.harness import ROOT, free_port, http_ok
+
+
+def _wait(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError(what)
+
+
+def _workers(root: psutil.Process) -> list[psutil.Process]:
+    found = []
+    for child in root.children(recursive=True):
+        try:
+            if "worker.py" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> None:
+    ports = {
+        name: str(free_port())
+        for name in (
+            "GATEWAY_PORT", "UI_PORT", "TEMPORAL_PORT", "TEMPORAL_UI_PORT",
+            "SIMULATOR_PORT", "POSTGRES_PORT",
+        )
+    }  # fmt: skip
+    env = {**os.environ, **ports, "DATA_DIR": str(tmp_path / "data"), "WORKERS": "2"}
+    for name in ("DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        env.pop(name, None)
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "devstack", "up"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
+    root = psutil.Process(up.pid)
+    descendants: list[psutil.Process] = []
+    try:
+        _wait(lambda: "durable-chat is up" in log_path.read_text(errors="replace"), 180, "banner")
+        banner = log_path.read_text(errors="replace")
+        assert f"http://localhost:{ports['GATEWAY_PORT']}" in banner
+        assert f"http://localhost:{ports['TEMPORAL_UI_PORT']}" in banner
+
+        descendants = root.children(recursive=True)
+        workers = _wait(lambda: len(_workers(root)) == 2 and _workers(root), 60, "two workers")
+        others = {p.pid for p in descendants} - {w.pid for w in workers}
+        victim = workers[0]
+        os.kill(victim.pid, signal.SIGKILL)
+
+        # The rest of the stack keeps running, and the dead worker is replaced.
+        respawned = _wait(
+            lambda: (
+                len(_workers(root)) == 2
+                and victim.pid not in {w.pid for w in _workers(root)}
+                and _workers(root)
+            ),
+            30,
+            "worker respawned",
+        )
+        assert up.poll() is None
+        alive_now = {p.pid for p in root.children(recursive=True)}
+        assert others <= alive_now, "killing one worker must not stop any other process"
+        assert len(respawned) == 2
+        assert http_ok(f"{gateway}/readyz")
+
+        # And the fleet still answers.
+        started = httpx.post(
+            f"{gateway}/api/workflows/start", json={"prompt": "Still there?", "max_tokens": 30}
+        ).json()
+        status = _wait(
+            lambda: (
+                httpx.get(f"{gateway}/api/workflows/{started['workflow_id']}/status").json()
+                if httpx.get(f"{gateway}/api/workflows/{started['workflow_id']}/status").json()[
+                    "status"
+                ]
+                == "completed"
+                else None
+            ),
+            60,
+            "chat completed",
+        )
+        assert status["progress"] == 100
+    finally:
+        descendants = root.children(recursive=True) if up.poll() is None else descendants
+        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C does
+        try:
+            up.wait(timeout=60)
+        finally:
+            for process in descendants:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    process.kill()
+    assert up.returncode == 0
+    leftovers = [
+        p.pid for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    ]
+    assert leftovers == [], "Ctrl-C must stop every process of the stack"

@@ -1,0 +1,71 @@
+"""Determinism guard: recorded histories must replay on the current workflow code.
+
+`tests/histories/*.json` are histories of real runs (completed, failed, cancelled, a
+worker killed mid-checkpoint), recorded with `UPDATE_HISTORIES=1 make test`. A change
+to `workflows/` that would break chats already running fails here, in CI.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
+from temporalio.worker import Replayer
+
+from common.models import ChatRequest
+from tests.helpers import HISTORIES_DIR, keep_history, unique_prompt, wait_status
+from workflows.chat import ChatStreamingWorkflow
+
+
+async def _replay(histories: list[WorkflowHistory]) -> None:
+    async def each() -> AsyncIterator[WorkflowHistory]:
+        for history in histories:
+            yield history
+
+    replayer = Replayer(workflows=[ChatStreamingWorkflow])
+    results = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
+    failures = {run_id: str(err) for run_id, err in results.replay_failures.items()}
+    assert failures == {}
+
+
+async def test_recorded_histories_replay() -> None:
+    files = sorted(HISTORIES_DIR.glob("*.json"))
+    assert len(files) >= 4, "recorded histories are missing from tests/histories/"
+    await _replay([WorkflowHistory.from_json(f.stem, f.read_text()) for f in files])
+
+
+async def test_fresh_histories_replay(temporal_client: Client, gateway) -> None:
+    """Completed, failed and cancelled runs of this session replay cleanly too."""
+    completed = (
+        await gateway.post(
+            "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 80}
+        )
+    ).json()["workflow_id"]
+    cancelled = (
+        await gateway.post(
+            "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 6000}
+        )
+    ).json()["workflow_id"]
+    await wait_status(gateway, cancelled, {"running"})
+    await gateway.post(f"/api/workflows/{cancelled}/cancel")
+    failed = await temporal_client.start_workflow(
+        ChatStreamingWorkflow.run,
+        ChatRequest(prompt=""),
+        id=f"chat-test-{uuid.uuid4()}",
+        task_queue="chat-queue",
+    )
+    with pytest.raises(WorkflowFailureError):
+        await failed.result()
+    await wait_status(gateway, completed, {"completed"})
+    await wait_status(gateway, cancelled, {"cancelled"})
+
+    handles = {
+        "v1-completed": temporal_client.get_workflow_handle(completed),
+        "v1-cancelled": temporal_client.get_workflow_handle(cancelled),
+        "v1-invalid-prompt": failed,
+    }
+    for name, handle in handles.items():
+        await keep_history(handle, name)
+    await _replay([await handle.fetch_history() for handle in handles.values()])
