@@ -54,12 +54,17 @@ def up() -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     config_file = settings.data_dir / "circus.ini"
     config_file.write_text(circus_config(settings, Path.cwd()))
+    # circusd gets its own session, so exactly one stop signal reaches it: ours.
     circusd = subprocess.Popen(
-        [sys.executable, "-m", "circus.circusd", str(config_file)],
+        [sys.executable, "-m", "circus.circusd", str(config_file)], start_new_session=True
     )
-    # Ctrl-C reaches circusd directly (same process group); it stops every process.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: circusd.send_signal(signal.SIGTERM))
+
+    def stop(signum: int, _frame: object) -> None:
+        print("\nstopping durable-chat (every process is asked to finish cleanly)", flush=True)
+        circusd.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     if _wait_ready(f"http://127.0.0.1:{settings.gateway_port}/readyz", circusd):
         print(_banner(settings), flush=True)
     return circusd.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -83,6 +84,9 @@ def processes(settings: StackSettings) -> list[Process]:
         "DATABASE_URL": database_url,
         "SIMULATOR_URL": f"http://127.0.0.1:{settings.simulator_port}/v1",
         "PYTHONUNBUFFERED": "1",
+        # Readable lines in a terminal; JSON when the output goes to a file or a collector.
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT")
+        or ("console" if sys.stdout.isatty() else "json"),
     }
     result: list[Process] = []
     if settings.database_url is None:

@@ -103,7 +103,7 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
         assert status["progress"] == 100
     finally:
         descendants = root.children(recursive=True) if up.poll() is None else descendants
-        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C does
+        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C does (to the foreground group)
         try:
             up.wait(timeout=60)
         finally:
