@@ -1,8 +1,9 @@
 """OpenAI-compatible LLM simulator for durable-chat.
 
-Serves deterministic, paced chat completions over HTTP so the real ``openai`` client can be
-exercised without a provider key, and exposes ``/sim/*`` endpoints that let tests inject
-faults and prove how many generations were started and completed.
+Serves deterministic, paced chat completions and a Responses API subset (background mode,
+resume by ``sequence_number``, cancel) over HTTP so the real ``openai`` client can be exercised
+without a provider key, and exposes ``/sim/*`` endpoints that let tests inject faults and
+prove how many generations were started and completed.
 """
 
 from llm_simulator.app import create_app

@@ -15,10 +15,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from llm_simulator.delivery import ChatCompletionJSONResponse, ChatCompletionStreamResponse
+from llm_simulator.delivery import (
+    ChatCompletionJSONResponse,
+    ChatCompletionStreamResponse,
+    ResponseEventStreamResponse,
+    ResponseJSONResponse,
+)
 from llm_simulator.engine import GenerationEngine, GenerationRequest
 from llm_simulator.faults import FaultInjector
 from llm_simulator.protocol import ApiError, parse_chat_request, validate_model
+from llm_simulator.responses import (
+    ResponseRecord,
+    ResponseStore,
+    last_user_prompt,
+    parse_response_request,
+)
 from llm_simulator.settings import FaultKind, SimulatorSettings
 from llm_simulator.stats import REQUEST_LOG_CAPACITY, GenerationStats, RequestLog
 
@@ -38,6 +49,7 @@ class SimulatorState:
     stats: GenerationStats
     requests: RequestLog
     faults: FaultInjector
+    responses: ResponseStore
 
 
 class _ArmFaultBody(BaseModel):
@@ -49,6 +61,54 @@ class _ArmFaultBody(BaseModel):
     count: int = Field(default=1, ge=0)
     after_tokens: int | None = Field(default=None, ge=0)
     retry_after_s: int | None = Field(default=None, ge=0)
+
+
+def _temperature(requested: float | None) -> float:
+    """The sampling temperature a generation uses (the same default for every API)."""
+    return _DEFAULT_TEMPERATURE if requested is None else float(requested)
+
+
+def _max_tokens(settings: SimulatorSettings, requested: int | None, param: str) -> int:
+    """The length of a generation: ``requested`` or the default; 400 above the limit."""
+    max_tokens = requested or settings.default_max_tokens
+    if max_tokens > settings.max_tokens_limit:
+        raise ApiError(
+            400,
+            f"{param} is too large: {max_tokens}. This model supports at most "
+            f"{settings.max_tokens_limit} completion tokens, whereas you provided "
+            f"{max_tokens}.",
+            code="invalid_value",
+            param=param,
+        )
+    return max_tokens
+
+
+def _take_fault(faults: FaultInjector) -> int | None:
+    """Apply the fault armed for this generation request, if any.
+
+    Raises the simulated 429/500 (no generation is started); returns the number of tokens
+    after which the connection must be cut for a ``disconnect`` fault, else ``None``.
+    """
+    fault = faults.take()
+    if fault is not None and fault.kind is FaultKind.HTTP_429:
+        logger.info("sim.fault.http_429", retry_after_s=fault.retry_after_s)
+        raise ApiError(
+            429,
+            "Rate limit reached for requests (simulated fault). Please try again in "
+            f"{fault.retry_after_s}s.",
+            error_type="requests",
+            code="rate_limit_exceeded",
+            headers={"retry-after": str(fault.retry_after_s)},
+        )
+    if fault is not None and fault.kind is FaultKind.HTTP_500:
+        logger.info("sim.fault.http_500")
+        raise ApiError(
+            500,
+            "The server had an error while processing your request (simulated fault).",
+            error_type="server_error",
+            code="internal_error",
+        )
+    return fault.after_tokens if fault is not None and fault.kind is FaultKind.DISCONNECT else None
 
 
 def _model_object(model_id: str) -> dict[str, Any]:
@@ -115,6 +175,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         stats=stats,
         requests=RequestLog(),
         faults=FaultInjector(settings),
+        responses=ResponseStore(settings.response_ttl_s),
     )
 
     @asynccontextmanager
@@ -130,7 +191,8 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
 
     app = FastAPI(
         title="durable-chat LLM simulator",
-        description="OpenAI-compatible, deterministic chat completions for tests and demos.",
+        description="OpenAI-compatible, deterministic chat completions and Responses API "
+        "(background mode, resume, cancel) for tests and demos.",
         lifespan=lifespan,
     )
     app.state.simulator = state
@@ -140,21 +202,16 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
     async def chat_completions(request: Request) -> Response:
         """OpenAI chat completions, streaming or not; text from :mod:`llm_simulator.text`."""
         body = parse_chat_request(await request.body())
-        max_tokens = body.requested_max_tokens() or settings.default_max_tokens
-        if max_tokens > settings.max_tokens_limit:
-            param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-            raise ApiError(
-                400,
-                f"{param} is too large: {max_tokens}. This model supports at most "
-                f"{settings.max_tokens_limit} completion tokens, whereas you provided "
-                f"{max_tokens}.",
-                code="invalid_value",
-                param=param,
-            )
-        temperature = _DEFAULT_TEMPERATURE if body.temperature is None else float(body.temperature)
+        max_tokens = _max_tokens(
+            settings,
+            body.requested_max_tokens(),
+            "max_completion_tokens" if body.max_completion_tokens else "max_tokens",
+        )
+        temperature = _temperature(body.temperature)
         messages = body.wire_messages()
         stream = bool(body.stream)
         state.requests.record(
+            api="chat.completions",
             model=body.model,
             messages=messages,
             max_tokens=max_tokens,
@@ -162,28 +219,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
             stream=stream,
         )
 
-        fault = state.faults.take()
-        if fault is not None and fault.kind is FaultKind.HTTP_429:
-            logger.info("sim.fault.http_429", retry_after_s=fault.retry_after_s)
-            raise ApiError(
-                429,
-                "Rate limit reached for requests (simulated fault). Please try again in "
-                f"{fault.retry_after_s}s.",
-                error_type="requests",
-                code="rate_limit_exceeded",
-                headers={"retry-after": str(fault.retry_after_s)},
-            )
-        if fault is not None and fault.kind is FaultKind.HTTP_500:
-            logger.info("sim.fault.http_500")
-            raise ApiError(
-                500,
-                "The server had an error while processing your request (simulated fault).",
-                error_type="server_error",
-                code="internal_error",
-            )
-        cut_after = (
-            fault.after_tokens if fault is not None and fault.kind is FaultKind.DISCONNECT else None
-        )
+        cut_after = _take_fault(state.faults)
 
         generation = state.engine.start(
             GenerationRequest(
@@ -209,6 +245,110 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
             cut_after=cut_after,
         )
 
+    @app.post("/v1/responses", response_model=None)
+    async def create_response(request: Request) -> Response:
+        """OpenAI Responses API: create a response, streamed or not, in background or not.
+
+        The text is exactly the chat completion of the equivalent messages (instructions as a
+        system message, then the input). The response counts as one generation, completed
+        when its last token is produced. Without ``background`` a client that goes away
+        cancels it; with ``background`` it runs to the end and can be retrieved, resumed
+        (``GET ...?stream=true&starting_after=N``) and cancelled by id.
+        """
+        body = parse_response_request(await _json_object(request))
+        max_tokens = _max_tokens(settings, body.max_output_tokens, "max_output_tokens")
+        temperature = _temperature(body.temperature)
+        messages = body.chat_messages()
+        stream = bool(body.stream)
+        entry = state.requests.record(
+            api="responses",
+            model=body.model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=stream,
+            background=bool(body.background),
+            response_id=None,
+        )
+
+        cut_after = _take_fault(state.faults)
+
+        generation = state.engine.start(
+            GenerationRequest(
+                model=body.model,
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                prompt=last_user_prompt(messages),
+            ),
+            complete_on_finish=True,
+        )
+        record = ResponseRecord.create(generation, body, temperature)
+        entry["response_id"] = record.id
+        if record.store:
+            state.responses.add(record)
+        logger.debug(
+            "sim.response.created",
+            response_id=record.id,
+            background=record.background,
+            stream=stream,
+        )
+        if stream:
+            return ResponseEventStreamResponse(record=record, cut_after=cut_after)
+        return ResponseJSONResponse(record=record, cut_after=cut_after)
+
+    @app.get("/v1/responses/{response_id}", response_model=None)
+    async def retrieve_response(
+        response_id: str,
+        stream: bool = False,
+        starting_after: int | None = None,
+    ) -> Response:
+        """A stored response as it is now, or (``stream=true``) its events after
+        ``starting_after``: those already produced, then live ones until the terminal event.
+
+        Only background responses can be streamed again. Unknown ids, responses created with
+        ``store=false`` and responses that ended more than ``SIM_RESPONSE_TTL_S`` ago get 404.
+        """
+        record = state.responses.get(response_id)
+        if not stream:
+            return JSONResponse(record.current_object())
+        if not record.background:
+            raise ApiError(
+                400,
+                "This response cannot be streamed because it was not created with background=true.",
+                code="invalid_value",
+                param="stream",
+            )
+        return ResponseEventStreamResponse(record=record, starting_after=starting_after)
+
+    @app.post("/v1/responses/{response_id}/cancel")
+    async def cancel_response(response_id: str) -> dict[str, Any]:
+        """Stop a background response now (idempotent); it stays retrievable as cancelled."""
+        record = state.responses.get(response_id)
+        if not record.background:
+            raise ApiError(
+                400,
+                "Only responses created with background=true can be cancelled.",
+                code="invalid_value",
+                param="response_id",
+            )
+        if record.status == "completed":
+            raise ApiError(400, "Cannot cancel a completed response.", param="response_id")
+        record.generation.cancel()
+        logger.info(
+            "sim.response.cancelled",
+            response_id=record.id,
+            tokens_produced=record.generation.produced,
+        )
+        return record.current_object()
+
+    @app.delete("/v1/responses/{response_id}")
+    async def delete_response(response_id: str) -> dict[str, Any]:
+        """Forget a stored response at once (a running one is cancelled first)."""
+        record = state.responses.remove(response_id)
+        record.generation.cancel()
+        return {"id": record.id, "object": "response", "deleted": True}
+
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
         """OpenAI model list (any model name is accepted by completions)."""
@@ -233,7 +373,11 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
     async def get_requests(
         limit: int = Query(default=50, ge=1, le=REQUEST_LOG_CAPACITY),
     ) -> list[dict[str, Any]]:
-        """The ``limit`` most recent chat completion requests, newest last."""
+        """The ``limit`` most recent generation requests, newest last.
+
+        Each entry says which ``api`` it came through (``chat.completions`` or ``responses``);
+        Responses API entries also carry ``background`` and the ``response_id`` created.
+        """
         return state.requests.recent(limit)
 
     @app.get("/sim/faults")

@@ -1,10 +1,12 @@
 """ASGI responses that deliver a running generation to one attached HTTP client.
 
-Both responses follow the chat completions lifecycle: the generation belongs to the request,
-so a client that goes away cancels it (it then counts as started but never completed). They
-can also simulate a dropped connection: after ``cut_after`` tokens they return from the ASGI
-call without finishing the response body, which makes the server (uvicorn) close the TCP
-connection mid-response, so the client sees a truncated body rather than a clean end.
+Chat completions follow the chat lifecycle: the generation belongs to the request, so a client
+that goes away cancels it (it then counts as started but never completed). Responses API
+deliveries do the same for a response created without ``background``; a background response
+belongs to the server, so a client that goes away only stops reading it and may re-attach.
+Every delivery can also simulate a dropped connection: after ``cut_after`` tokens it returns
+from the ASGI call without finishing the response body, which makes the server (uvicorn) close
+the TCP connection mid-response, so the client sees a truncated body rather than a clean end.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from typing import Any
 
 import structlog
 from starlette.responses import Response
@@ -19,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from llm_simulator.engine import Generation, GenerationEngine, GenerationStatus
 from llm_simulator.protocol import ChunkEncoder, chat_completion
+from llm_simulator.responses import PREAMBLE_EVENTS, ResponseRecord, encode_event
 
 logger = structlog.get_logger(__name__)
 
@@ -35,16 +39,16 @@ class _AttachedGenerationResponse(Response):
 
     Contract for subclasses: :meth:`_deliver` returns ``True`` when it completed the response
     (sent ``more_body=False``) and ``False`` when the connection must be cut. A client that
-    disconnects cancels both the delivery and the generation.
+    disconnects cancels the delivery; the connection being cut or lost also cancels the
+    generation unless ``cancel_on_detach`` is false (background responses).
     """
 
     def __init__(
         self,
         *,
         generation: Generation,
-        engine: GenerationEngine,
-        prompt_tokens: int,
         cut_after: int | None,
+        cancel_on_detach: bool = True,
     ) -> None:
         # Headers are sent by _deliver; Response.__init__ is skipped on purpose so that no
         # Content-Length is computed for a body that does not exist yet.
@@ -52,17 +56,15 @@ class _AttachedGenerationResponse(Response):
         self.background = None
         self.raw_headers = []
         self.generation = generation
-        self.engine = engine
-        self.prompt_tokens = prompt_tokens
         self.cut_after = cut_after
-
-    @property
-    def completion_id(self) -> str:
-        """The ``id`` of the chat completion, derived from the generation id."""
-        return "chatcmpl-" + self.generation.id.removeprefix("gen_")
+        self.cancel_on_detach = cancel_on_detach
 
     async def _deliver(self, send: Send) -> bool:
         raise NotImplementedError
+
+    def _detach(self) -> None:
+        if self.cancel_on_detach:
+            self.generation.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         deliver = asyncio.ensure_future(self._deliver(send))
@@ -77,27 +79,50 @@ class _AttachedGenerationResponse(Response):
         error = None if deliver.cancelled() else deliver.exception()
         if deliver.cancelled() or isinstance(error, OSError):
             # Cancelled by the disconnect watcher, or the server refused to write (ASGI 2.4).
-            self.generation.cancel()
+            self._detach()
             logger.info(
                 "sim.client.disconnected",
                 generation_id=self.generation.id,
                 tokens_produced=self.generation.produced,
+                generation_cancelled=self.cancel_on_detach,
             )
             return
         if error is not None:
-            self.generation.cancel()
+            self._detach()
             raise error
         if not deliver.result():
-            self.generation.cancel()
+            self._detach()
             logger.warning(
                 "sim.connection.cut",
                 generation_id=self.generation.id,
                 tokens_produced=self.generation.produced,
                 reason="fault" if self.cut_after is not None else self.generation.status.value,
+                generation_cancelled=self.cancel_on_detach,
             )
 
 
-class ChatCompletionStreamResponse(_AttachedGenerationResponse):
+class _ChatCompletionResponse(_AttachedGenerationResponse):
+    """A chat completion delivery: the generation is cancelled when the client goes away."""
+
+    def __init__(
+        self,
+        *,
+        generation: Generation,
+        engine: GenerationEngine,
+        prompt_tokens: int,
+        cut_after: int | None,
+    ) -> None:
+        super().__init__(generation=generation, cut_after=cut_after)
+        self.engine = engine
+        self.prompt_tokens = prompt_tokens
+
+    @property
+    def completion_id(self) -> str:
+        """The ``id`` of the chat completion, derived from the generation id."""
+        return "chatcmpl-" + self.generation.id.removeprefix("gen_")
+
+
+class ChatCompletionStreamResponse(_ChatCompletionResponse):
     """``text/event-stream`` of ``chat.completion.chunk`` events for one generation.
 
     Sends the role chunk at once, then one chunk per token as tokens are produced, then (once
@@ -165,7 +190,7 @@ class ChatCompletionStreamResponse(_AttachedGenerationResponse):
         return True
 
 
-class ChatCompletionJSONResponse(_AttachedGenerationResponse):
+class ChatCompletionJSONResponse(_ChatCompletionResponse):
     """A non-streaming ``chat.completion``, sent once the whole generation was produced.
 
     The generation counts as completed just before the response is sent. With ``cut_after``
@@ -202,6 +227,127 @@ class ChatCompletionJSONResponse(_AttachedGenerationResponse):
             prompt_tokens=self.prompt_tokens,
             completion_tokens=len(generation.tokens),
         )
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return True
+
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class ResponseEventStreamResponse(_AttachedGenerationResponse):
+    """``text/event-stream`` of Responses API events of one response, from any position.
+
+    Sends every event whose ``sequence_number`` is greater than ``starting_after`` (all of them
+    when ``None``): first those already produced, then live ones as tokens appear, and ends
+    after the terminal event (``response.completed``, or ``response.incomplete`` for a
+    cancelled response). With ``cut_after`` (disconnect fault) the connection is cut once that
+    many delta events were sent by this connection. Whether the generation survives a lost or
+    cut connection depends on the response: a background response keeps running.
+    """
+
+    def __init__(
+        self,
+        *,
+        record: ResponseRecord,
+        starting_after: int | None = None,
+        cut_after: int | None = None,
+    ) -> None:
+        super().__init__(
+            generation=record.generation,
+            cut_after=cut_after,
+            cancel_on_detach=not record.background,
+        )
+        self.record = record
+        self.first_seq = 0 if starting_after is None else max(0, starting_after + 1)
+
+    async def _send_events(self, send: Send, events: list[dict[str, Any]]) -> None:
+        body = b"".join(encode_event(event) for event in events)
+        if body:
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def _deliver(self, send: Send) -> bool:
+        record = self.record
+        first = self.first_seq
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        await self._send_events(send, record.preamble_events()[first:])
+        index = max(0, first - PREAMBLE_EVENTS)  # first token to send
+        sent = 0
+        cut = self.cut_after
+        if cut is None or sent < cut:
+            async with contextlib.aclosing(self.generation.follow(index)) as batches:
+                async for batch in batches:
+                    count = len(batch) if cut is None else min(len(batch), cut - sent)
+                    await self._send_events(
+                        send, [record.delta_event(index + offset) for offset in range(count)]
+                    )
+                    index += count
+                    sent += count
+                    if cut is not None and sent >= cut:
+                        break
+        if cut is not None:
+            return False
+        # follow() only ends once the generation is terminal.
+        tail = [event for event in record.tail_events() if event["sequence_number"] >= first]
+        body = b"".join(encode_event(event) for event in tail)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return True
+
+
+class ResponseJSONResponse(_AttachedGenerationResponse):
+    """A non-streaming Responses API answer to ``POST /v1/responses``.
+
+    In background mode the response object is sent at once (status ``queued``); otherwise once
+    the generation is terminal (status ``completed``). With ``cut_after`` (disconnect fault) the
+    status line, headers and the first bytes of the body are sent once that many tokens were
+    produced, then the connection is cut.
+    """
+
+    def __init__(self, *, record: ResponseRecord, cut_after: int | None = None) -> None:
+        super().__init__(
+            generation=record.generation,
+            cut_after=cut_after,
+            cancel_on_detach=not record.background,
+        )
+        self.record = record
+
+    async def _deliver(self, send: Send) -> bool:
+        generation = self.generation
+        if self.cut_after is not None:
+            if generation.produced < self.cut_after:
+                async with contextlib.aclosing(generation.follow()) as batches:
+                    async for _ in batches:
+                        if generation.produced >= self.cut_after:
+                            break
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            partial = b'{"id":' + json.dumps(self.record.id).encode()
+            await send({"type": "http.response.body", "body": partial, "more_body": True})
+            return False
+        if self.record.background:
+            payload = self.record.initial_object()
+        else:
+            await generation.wait_done()
+            payload = self.record.current_object()
         body = json.dumps(payload, separators=(",", ":")).encode()
         await send(
             {

@@ -5,9 +5,9 @@ connection: after ``ttft`` the first token becomes available, then tokens appear
 ``tokens_per_second``. Transports *follow* a generation from any sequence number
 (:meth:`Generation.follow`), so several readers, late readers and re-attaching readers all see
 the same tokens. What happens when a reader goes away is the transport's decision: chat
-completions cancel the generation (:meth:`Generation.cancel`); a future Responses API with
-``background=true`` would simply stop following and let it run to the end, resumable by
-sequence number through :meth:`GenerationEngine.get`.
+completions cancel the generation (:meth:`Generation.cancel`); a Responses API generation with
+``background=true`` simply stops being followed and runs to the end, resumable by sequence
+number (see :mod:`llm_simulator.responses`).
 """
 
 from __future__ import annotations
@@ -75,6 +75,9 @@ class Generation:
         self.status = GenerationStatus.WAITING
         self.completed = False  # set by GenerationEngine.mark_completed
         self.stats_epoch = 0  # set by GenerationEngine.start
+        #: Wall-clock (``time.time()``) and monotonic instants the status became terminal.
+        self.ended_at: float | None = None
+        self.ended_monotonic: float | None = None
         self._produced = 0
         self._changed = asyncio.Event()
         self._producer: asyncio.Task[None] | None = None
@@ -90,6 +93,9 @@ class Generation:
         return self.status in (GenerationStatus.FINISHED, GenerationStatus.CANCELLED)
 
     def _notify(self) -> None:
+        if self.done and self.ended_monotonic is None:
+            self.ended_at = time.time()
+            self.ended_monotonic = time.monotonic()
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -162,7 +168,10 @@ class GenerationEngine:
 
     Contract: :meth:`start` counts the generation as started in ``stats`` and immediately begins
     producing it in a background task; :meth:`mark_completed` counts it as completed at most
-    once, and must be called by the transport when the last token was delivered.
+    once. Who calls it depends on the API: chat completions call it when the last token was
+    delivered to the client; a generation started with ``complete_on_finish=True`` (Responses
+    API) is counted by the engine itself as soon as its last token is produced, whether or not a
+    client is attached.
     """
 
     def __init__(
@@ -182,8 +191,12 @@ class GenerationEngine:
         self._generations: OrderedDict[str, Generation] = OrderedDict()
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def start(self, request: GenerationRequest) -> Generation:
-        """Create a generation for ``request`` and start producing its tokens."""
+    def start(self, request: GenerationRequest, *, complete_on_finish: bool = False) -> Generation:
+        """Create a generation for ``request`` and start producing its tokens.
+
+        With ``complete_on_finish`` the generation counts as completed the moment its last token
+        is produced (no transport needs to call :meth:`mark_completed`).
+        """
         tokens = simulated_tokens(
             request.messages, request.model, request.max_tokens, request.temperature
         )
@@ -192,7 +205,8 @@ class GenerationEngine:
         self._evict()
         generation.stats_epoch = self._stats.record_started(request.prompt)
         task = asyncio.create_task(
-            self._run(generation), name=f"llm-simulator-generation-{generation.id}"
+            self._run(generation, complete_on_finish),
+            name=f"llm-simulator-generation-{generation.id}",
         )
         generation._producer = task
         self._tasks[generation.id] = task
@@ -202,9 +216,11 @@ class GenerationEngine:
         )
         return generation
 
-    async def _run(self, generation: Generation) -> None:
+    async def _run(self, generation: Generation, complete_on_finish: bool) -> None:
         try:
             await generation._produce(self._ttft_s, self._tokens_per_second)
+            if complete_on_finish and generation.status is GenerationStatus.FINISHED:
+                self.mark_completed(generation)
         finally:
             generation._producer = None
             generation.cancel()  # no-op when finished; marks an interrupted producer cancelled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -119,7 +120,16 @@ class ChatCompletionRequest(BaseModel):
 
     def prompt_tokens(self) -> int:
         """Rough prompt size: words of all messages plus a small per-message overhead."""
-        return sum(count_tokens(message.text()) + 3 for message in self.messages)
+        return prompt_token_count(message.text() for message in self.messages)
+
+
+def prompt_token_count(message_texts: Iterable[str]) -> int:
+    """Rough size of a prompt: words of every message plus 3 tokens of overhead per message.
+
+    Shared by chat completions (``usage.prompt_tokens``) and the Responses API
+    (``usage.input_tokens``), so both report the same number for the same messages.
+    """
+    return sum(count_tokens(text) + 3 for text in message_texts)
 
 
 def _error_param(error: dict[str, Any]) -> str | None:

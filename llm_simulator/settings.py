@@ -16,6 +16,12 @@ class FaultKind(StrEnum):
     * ``http_500``: answer ``500``; no generation is started.
     * ``disconnect``: start the generation, deliver a few tokens, then cut the TCP connection
       (no final chunk, no ``[DONE]``); the generation counts as started, never as completed.
+      Exception: a Responses API response created with ``background=true`` keeps running on
+      the server (and completes); only the connection is lost, and a client can re-attach with
+      ``GET /v1/responses/{id}?stream=true&starting_after=N``.
+
+    Faults apply to generation requests only (``POST /v1/chat/completions`` and
+    ``POST /v1/responses``), never to retrieving, resuming or cancelling a response.
     """
 
     NONE = "none"
@@ -65,4 +71,10 @@ class SimulatorSettings(BaseSettings):
     )
     retry_after_s: int = Field(
         default=1, ge=0, description="Value of the Retry-After header sent with a 429 fault."
+    )
+    response_ttl_s: float = Field(
+        default=600.0,
+        ge=0,
+        description="Responses API: seconds a finished (completed or cancelled) response stays "
+        "retrievable and resumable by id; afterwards it is forgotten and its id answers 404.",
     )

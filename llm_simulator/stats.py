@@ -75,23 +75,33 @@ class RequestLog:
     def record(
         self,
         *,
+        api: str,
         model: str,
         messages: list[dict[str, Any]],
         max_tokens: int,
         temperature: float,
         stream: bool,
-    ) -> None:
-        """Append one request; the oldest entry is dropped when the log is full."""
-        self._entries.append(
-            {
-                "received_at": datetime.now(UTC).isoformat(),
-                "model": model,
-                "messages": messages,
-                "max_tokens": max_tokens,
-                "temperature": temperature,
-                "stream": stream,
-            }
-        )
+        **details: Any,
+    ) -> dict[str, Any]:
+        """Append one request; the oldest entry is dropped when the log is full.
+
+        ``api`` names the endpoint (``"chat.completions"`` or ``"responses"``); ``messages`` are
+        the chat messages the text was generated from (for the Responses API: the instructions
+        as a system message, then the input). ``details`` are added to the entry as they are.
+        Returns the entry, which the caller may complete later (e.g. with the id it created).
+        """
+        entry: dict[str, Any] = {
+            "received_at": datetime.now(UTC).isoformat(),
+            "api": api,
+            "model": model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "stream": stream,
+            **details,
+        }
+        self._entries.append(entry)
+        return entry
 
     def recent(self, limit: int) -> list[dict[str, Any]]:
         """The ``limit`` newest entries, newest last."""

@@ -1,0 +1,608 @@
+"""End-to-end tests of the simulator's Responses API subset (background mode, resume by
+sequence number, cancel, expiry): a real server process and the real ``openai`` client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pydantic
+import pytest
+from openai import AsyncOpenAI
+from openai.types.responses import (
+    Response,
+    ResponseCompletedEvent,
+    ResponseContentPartAddedEvent,
+    ResponseContentPartDoneEvent,
+    ResponseCreatedEvent,
+    ResponseIncompleteEvent,
+    ResponseInProgressEvent,
+    ResponseOutputItemAddedEvent,
+    ResponseOutputItemDoneEvent,
+    ResponseStreamEvent,
+    ResponseTextDeltaEvent,
+    ResponseTextDoneEvent,
+)
+
+from llm_simulator.text import MARKER, simulated_tokens
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL = "sim-responses-model"
+TOKENS_PER_SECOND = 500
+INSTRUCTIONS = "You are a test."
+#: Events before the first delta: created, in_progress, output_item.added, content_part.added.
+PREAMBLE = 4
+#: Events after the last delta: output_text.done, content_part.done, output_item.done, completed.
+TAIL = 4
+
+EVENT_TYPES = pydantic.TypeAdapter(ResponseStreamEvent)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _running_simulator(log_path: Path, **extra_env: str) -> Iterator[str]:
+    """Start ``python -m llm_simulator`` on a free port, yield its URL, stop it by pid after."""
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SIM_")},
+        "SIM_HOST": "127.0.0.1",
+        "SIM_PORT": str(port),
+        "SIM_TTFT_MS": "20",
+        "SIM_TOKENS_PER_SECOND": str(TOKENS_PER_SECOND),
+        **extra_env,
+    }
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llm_simulator"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"simulator exited early:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"simulator did not become healthy:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One simulator for the module: TTFT 20 ms, 500 tokens/s, default response TTL."""
+    log_path = tmp_path_factory.mktemp("simulator-responses") / "simulator.log"
+    with _running_simulator(log_path) as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def _disarm_faults(simulator_url: str) -> Iterator[None]:
+    yield
+    httpx.delete(f"{simulator_url}/sim/faults", timeout=5).raise_for_status()
+
+
+def _openai_client(url: str) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=f"{url}/v1", api_key="simulator", max_retries=0, timeout=30)
+
+
+@pytest.fixture
+async def client(simulator_url: str) -> AsyncIterator[AsyncOpenAI]:
+    async with _openai_client(simulator_url) as openai_client:
+        yield openai_client
+
+
+@pytest.fixture
+async def sim(simulator_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=simulator_url, timeout=30) as http:
+        yield http
+
+
+def _unique(label: str) -> str:
+    return f"{label} {uuid.uuid4().hex}"
+
+
+def _chat_messages(prompt: str) -> list[dict[str, Any]]:
+    """The chat messages equivalent to ``instructions=INSTRUCTIONS, input=prompt``."""
+    return [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": prompt}]
+
+
+def _expected(prompt: str, max_tokens: int, temperature: float = 1.0) -> str:
+    return "".join(simulated_tokens(_chat_messages(prompt), MODEL, max_tokens, temperature))
+
+
+async def _prompt_stats(sim: httpx.AsyncClient, prompt: str) -> dict[str, int] | None:
+    response = await sim.get("/sim/stats")
+    response.raise_for_status()
+    by_prompt: dict[str, dict[str, int]] = response.json()["by_prompt"]
+    return by_prompt.get(prompt)
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], within_s: float = 10.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def _create_background(
+    client: AsyncOpenAI, prompt: str, max_output_tokens: int, **kwargs: Any
+) -> Response:
+    return await client.responses.create(
+        model=MODEL,
+        instructions=INSTRUCTIONS,
+        input=prompt,
+        max_output_tokens=max_output_tokens,
+        background=True,
+        **kwargs,
+    )
+
+
+async def _read_events(stream: Any, into: list[Any]) -> None:
+    async for event in stream:
+        into.append(event)
+
+
+def _deltas(events: list[Any]) -> str:
+    return "".join(event.delta for event in events if event.type == "response.output_text.delta")
+
+
+def _assert_contiguous(events: list[Any], first: int = 0) -> None:
+    numbers = [event.sequence_number for event in events]
+    assert numbers == list(range(first, first + len(numbers)))
+
+
+async def test_background_stream_reads_to_completion_like_chat_completions(
+    client: AsyncOpenAI, sim: httpx.AsyncClient
+) -> None:
+    prompt = _unique("background stream")
+    # Input as a list of messages with content parts, including an earlier assistant turn.
+    conversation = [
+        {"role": "user", "content": [{"type": "input_text", "text": "first question"}]},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "first answer"}]},
+        {"role": "user", "content": prompt},
+    ]
+    stream = await client.responses.create(
+        model=MODEL,
+        instructions=INSTRUCTIONS,
+        input=conversation,  # type: ignore[arg-type]
+        max_output_tokens=60,
+        temperature=0.4,
+        background=True,
+        stream=True,
+    )
+    events: list[Any] = []
+    await _read_events(stream, events)
+    assert await _prompt_stats(sim, prompt) == {"started": 1, "completed": 1}
+
+    chat = await client.chat.completions.create(
+        model=MODEL,
+        messages=[  # type: ignore[list-item]
+            {"role": "system", "content": INSTRUCTIONS},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "first answer"},
+            {"role": "user", "content": prompt},
+        ],
+        max_tokens=60,
+        temperature=0.4,
+    )
+    expected = chat.choices[0].message.content
+    assert expected is not None and expected.startswith(MARKER)
+
+    kinds = [type(event) for event in events]
+    assert kinds == [
+        ResponseCreatedEvent,
+        ResponseInProgressEvent,
+        ResponseOutputItemAddedEvent,
+        ResponseContentPartAddedEvent,
+        *[ResponseTextDeltaEvent] * 60,
+        ResponseTextDoneEvent,
+        ResponseContentPartDoneEvent,
+        ResponseOutputItemDoneEvent,
+        ResponseCompletedEvent,
+    ]
+    _assert_contiguous(events)
+    assert _deltas(events) == expected
+
+    created, completed = events[0], events[-1]
+    assert created.response.status == "queued"
+    assert created.response.background is True
+    item_id = events[2].item.id
+    assert all(event.item_id == item_id for event in events if hasattr(event, "item_id"))
+    assert events[-4].text == expected
+    final = completed.response
+    assert final.id == created.response.id
+    assert final.object == "response"
+    assert final.status == "completed"
+    assert final.model == MODEL
+    assert final.output_text == expected
+    assert len(final.output) == 1 and final.output[0].type == "message"
+    assert final.output[0].content[0].type == "output_text"
+    assert final.usage is not None
+    assert chat.usage is not None
+    assert final.usage.output_tokens == 60
+    assert final.usage.input_tokens == chat.usage.prompt_tokens
+    assert final.usage.total_tokens == final.usage.input_tokens + 60
+    assert final.usage.output_tokens_details.reasoning_tokens == 0
+
+    retrieved = await client.responses.retrieve(final.id)
+    assert retrieved.status == "completed"
+    assert retrieved.output_text == expected
+
+
+async def test_raw_events_match_the_openai_schema(
+    simulator_url: str, sim: httpx.AsyncClient
+) -> None:
+    """Every SSE event validates strictly against the client's types (not just constructs)."""
+    body = {
+        "model": MODEL,
+        "input": _unique("schema"),
+        "instructions": INSTRUCTIONS,
+        "max_output_tokens": 12,
+        "background": True,
+        "stream": True,
+    }
+    raw_events: list[tuple[str, dict[str, Any]]] = []
+    async with sim.stream("POST", "/v1/responses", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                raw_events.append((name, json.loads(line.removeprefix("data: "))))
+    assert len(raw_events) == PREAMBLE + 12 + TAIL
+    for name, data in raw_events:
+        assert name == data["type"]
+        event = EVENT_TYPES.validate_python(data)
+        assert event.type == name
+    response_id = raw_events[0][1]["response"]["id"]
+    Response.model_validate(raw_events[-1][1]["response"])
+    Response.model_validate((await sim.get(f"/v1/responses/{response_id}")).json())
+    # The openai client sends booleans in the query as "true"; accept the same here.
+    replay = await sim.get(f"/v1/responses/{response_id}?stream=true&starting_after=14")
+    assert [json.loads(line[6:])["sequence_number"] for line in replay.text.splitlines()
+            if line.startswith("data: ")] == [15, 16, 17, 18, 19]  # fmt: skip
+
+
+async def test_disconnect_fault_then_resume_gets_exactly_the_missing_events(
+    client: AsyncOpenAI, sim: httpx.AsyncClient
+) -> None:
+    await sim.post("/sim/faults", json={"fault": "disconnect", "after_tokens": 7})
+    prompt = _unique("resume")
+    expected = _expected(prompt, 300)
+
+    stream = await _create_background(client, prompt, 300, stream=True)
+    first: list[Any] = []
+    with pytest.raises(openai.APIConnectionError):
+        await _read_events(stream, first)
+    assert len(first) == PREAMBLE + 7  # the connection was cut after 7 deltas
+    _assert_contiguous(first)
+    response_id = first[0].response.id
+    last_seq = first[-1].sequence_number
+
+    resumed = await client.responses.retrieve(response_id, stream=True, starting_after=last_seq)
+    rest: list[Any] = []
+    await _read_events(resumed, rest)
+    assert rest[0].sequence_number == last_seq + 1  # no gap
+    _assert_contiguous(first + rest)  # no gap, nothing twice
+    assert _deltas(first) + _deltas(rest) == expected
+    assert isinstance(rest[-1], ResponseCompletedEvent)
+    assert rest[-1].response.output_text == expected
+    assert len(first + rest) == PREAMBLE + 300 + TAIL
+
+    # Re-attaching again (from the start, from the middle) replays the same events.
+    again = await client.responses.retrieve(response_id, stream=True)
+    replay: list[Any] = []
+    await _read_events(again, replay)
+    assert [(e.sequence_number, e.type) for e in replay] == [
+        (e.sequence_number, e.type) for e in first + rest
+    ]
+    middle = await client.responses.retrieve(response_id, stream=True, starting_after=150)
+    tail: list[Any] = []
+    await _read_events(middle, tail)
+    assert [e.sequence_number for e in tail] == list(range(151, PREAMBLE + 300 + TAIL))
+
+    # However often it was attached, it is one generation.
+    assert await _prompt_stats(sim, prompt) == {"started": 1, "completed": 1}
+    recent = (await sim.get("/sim/requests", params={"limit": 1})).json()
+    assert recent[-1]["api"] == "responses"
+    assert recent[-1]["response_id"] == response_id
+
+
+async def test_stream_helper_resumes_from_a_sequence_number(client: AsyncOpenAI) -> None:
+    """``client.responses.stream(response_id=..., starting_after=N)`` works unchanged."""
+    prompt = _unique("helper")
+    expected = _expected(prompt, 40)
+    async with client.responses.stream(
+        model=MODEL, instructions=INSTRUCTIONS, input=prompt, max_output_tokens=40, background=True
+    ) as stream:
+        final = await stream.get_final_response()
+    assert final.output_text == expected
+
+    async with client.responses.stream(response_id=final.id, starting_after=20) as resumed:
+        events = [event async for event in resumed]
+        resumed_final = await resumed.get_final_response()
+    assert events[0].sequence_number == 21
+    assert resumed_final.output_text == expected
+
+
+async def test_generation_runs_on_with_no_client_attached(
+    client: AsyncOpenAI, sim: httpx.AsyncClient
+) -> None:
+    prompt = _unique("unattended")
+    expected = _expected(prompt, 300)  # 0.6 s at 500 tokens/s
+    stream = await _create_background(client, prompt, 300, stream=True)
+    async for event in stream:
+        assert event.type == "response.created"
+        response_id = event.response.id
+        break
+    await stream.close()
+
+    running = await client.responses.retrieve(response_id)
+    assert running.status == "in_progress"
+    assert running.usage is None
+    assert expected.startswith(running.output_text)
+
+    # Counted as completed when its last token is produced, with no client attached.
+    async def completed() -> bool:
+        return await _prompt_stats(sim, prompt) == {"started": 1, "completed": 1}
+
+    await _eventually(completed)
+    done = await client.responses.retrieve(response_id)
+    assert done.status == "completed"
+    assert done.output_text == expected
+    assert done.completed_at is not None
+    assert done.usage is not None and done.usage.output_tokens == 300
+
+    # Non-streaming background create: answers at once, runs on.
+    queued = await _create_background(client, _unique("polled"), 200)
+    assert queued.status == "queued"
+    assert queued.background is True
+    assert queued.output == []
+
+    async def finished() -> bool:
+        return (await client.responses.retrieve(queued.id)).status == "completed"
+
+    await _eventually(finished)
+
+
+async def test_foreground_responses(client: AsyncOpenAI, sim: httpx.AsyncClient) -> None:
+    prompt = _unique("foreground")
+    # Defaults (max tokens, temperature) are the chat completions defaults.
+    response = await client.responses.create(model=MODEL, instructions=INSTRUCTIONS, input=prompt)
+    assert response.status == "completed"
+    assert response.background is False
+    assert response.output_text == _expected(prompt, 300, 1.0)
+    chat = await client.chat.completions.create(
+        model=MODEL,
+        messages=_chat_messages(prompt),  # type: ignore[arg-type]
+    )
+    assert chat.choices[0].message.content == response.output_text
+    assert (await client.responses.retrieve(response.id)).output_text == response.output_text
+    with pytest.raises(openai.BadRequestError):  # only background responses stream again
+        await client.responses.retrieve(response.id, stream=True)
+    with pytest.raises(openai.BadRequestError):  # only background responses can be cancelled
+        await client.responses.cancel(response.id)
+
+    # A foreground stream whose client goes away is cancelled (like chat completions).
+    dropped_prompt = _unique("foreground dropped")
+    stream = await client.responses.create(
+        model=MODEL, input=dropped_prompt, max_output_tokens=2000, stream=True
+    )
+    received = 0
+    response_id = ""
+    async for event in stream:
+        if isinstance(event, ResponseCreatedEvent):
+            response_id = event.response.id
+        received += 1
+        if received == PREAMBLE + 3:
+            break
+    await stream.close()
+
+    async def cancelled() -> bool:  # terminal: it can never complete any more
+        return (await client.responses.retrieve(response_id)).status == "cancelled"
+
+    await _eventually(cancelled)
+    assert await _prompt_stats(sim, dropped_prompt) == {"started": 1, "completed": 0}
+
+    # store=false: generated, but not retrievable.
+    unstored = await client.responses.create(
+        model=MODEL, input=_unique("unstored"), max_output_tokens=5, store=False
+    )
+    assert unstored.status == "completed"
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(unstored.id)
+
+
+async def test_cancel_background_response(client: AsyncOpenAI, sim: httpx.AsyncClient) -> None:
+    prompt = _unique("cancel")
+    expected = _expected(prompt, 2000)  # 4 s at 500 tokens/s
+    created = await _create_background(client, prompt, 2000)
+    stream = await client.responses.retrieve(created.id, stream=True)
+    events: list[Any] = []
+    reader = asyncio.create_task(_read_events(stream, events))
+    await asyncio.sleep(0.3)
+
+    cancelled = await client.responses.cancel(created.id)
+    assert cancelled.status == "cancelled"
+    await asyncio.wait_for(reader, 5)  # the attached stream ends
+    terminal = events[-1]
+    assert isinstance(terminal, ResponseIncompleteEvent)
+    assert terminal.response.status == "cancelled"
+    _assert_contiguous(events)
+    partial = _deltas(events)
+    assert 0 < len(partial) < len(expected)
+    assert expected.startswith(partial)
+
+    again = await client.responses.cancel(created.id)  # idempotent
+    assert again.status == "cancelled"
+    retrieved = await client.responses.retrieve(created.id)
+    assert retrieved.status == "cancelled"
+    assert retrieved.output_text == partial
+    assert retrieved.usage is not None
+    assert retrieved.usage.output_tokens == len(events) - PREAMBLE - 1
+    # Re-attaching to a cancelled response replays up to the same terminal event.
+    replay = await client.responses.retrieve(created.id, stream=True, starting_after=PREAMBLE)
+    replayed: list[Any] = []
+    await _read_events(replay, replayed)
+    assert [e.sequence_number for e in replayed] == [e.sequence_number for e in events[5:]]
+    assert await _prompt_stats(sim, prompt) == {"started": 1, "completed": 0}
+
+    finished = await _create_background(client, _unique("cancel finished"), 5)
+
+    async def done() -> bool:
+        return (await client.responses.retrieve(finished.id)).status == "completed"
+
+    await _eventually(done)
+    with pytest.raises(openai.BadRequestError) as raised:
+        await client.responses.cancel(finished.id)
+    assert "completed" in raised.value.message
+
+
+async def test_unknown_ids_get_404(client: AsyncOpenAI, sim: httpx.AsyncClient) -> None:
+    unknown = "resp_" + uuid.uuid4().hex
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(unknown)
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(unknown, stream=True, starting_after=3)
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.cancel(unknown)
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.delete(unknown)
+    raw = await sim.get(f"/v1/responses/{unknown}")
+    assert raw.status_code == 404
+    error = raw.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert unknown in error["message"]
+
+    # Deleting forgets at once.
+    created = await _create_background(client, _unique("deleted"), 5)
+    await client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(created.id)
+
+
+async def test_http_faults_refuse_the_create(client: AsyncOpenAI, sim: httpx.AsyncClient) -> None:
+    prompt = _unique("refused")
+    await sim.post("/sim/faults", json={"fault": "http_429", "retry_after_s": 4})
+    with pytest.raises(openai.RateLimitError) as limited:
+        await _create_background(client, prompt, 5, stream=True)
+    assert limited.value.response.headers["retry-after"] == "4"
+    await sim.post("/sim/faults", json={"fault": "http_500"})
+    with pytest.raises(openai.InternalServerError):
+        await _create_background(client, prompt, 5)
+    assert await _prompt_stats(sim, prompt) is None  # no generation started
+    assert (await _create_background(client, prompt, 5)).status == "queued"
+
+
+async def test_disconnect_fault_on_a_foreground_stream_cancels_it(
+    client: AsyncOpenAI, sim: httpx.AsyncClient
+) -> None:
+    await sim.post("/sim/faults", json={"fault": "disconnect", "after_tokens": 3})
+    prompt = _unique("foreground cut")
+    stream = await client.responses.create(
+        model=MODEL, input=prompt, max_output_tokens=50, stream=True
+    )
+    events: list[Any] = []
+    with pytest.raises(openai.APIConnectionError):
+        await _read_events(stream, events)
+    assert len(events) == PREAMBLE + 3
+    assert (await client.responses.retrieve(events[0].response.id)).status == "cancelled"
+    assert await _prompt_stats(sim, prompt) == {"started": 1, "completed": 0}
+
+
+async def test_invalid_create_requests(sim: httpx.AsyncClient) -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"model": MODEL}, "input"),
+        ({"model": MODEL, "input": "x", "max_output_tokens": 8193}, "max_output_tokens"),
+        ({"model": MODEL, "input": "x", "background": True, "store": False}, "store"),
+        ({"model": MODEL, "input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"model": MODEL, "input": [{"role": "user", "content": [{"type": "input_image"}]}]}, ""),
+    ]
+    for body, param in cases:
+        response = await sim.post("/v1/responses", json=body)
+        assert response.status_code == 400, body
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert param in (error["param"] or "")
+
+
+async def test_requests_log_names_the_api(client: AsyncOpenAI, sim: httpx.AsyncClient) -> None:
+    prompt = _unique("logged")
+    await client.chat.completions.create(
+        model=MODEL,
+        messages=_chat_messages(prompt),  # type: ignore[arg-type]
+        max_tokens=5,
+    )
+    created = await _create_background(client, prompt, 5, temperature=0.7)
+    chat_entry, responses_entry = (await sim.get("/sim/requests", params={"limit": 2})).json()
+    assert chat_entry["api"] == "chat.completions"
+    assert responses_entry["api"] == "responses"
+    assert responses_entry["response_id"] == created.id
+    assert responses_entry["messages"] == _chat_messages(prompt)
+    assert responses_entry["max_tokens"] == 5
+    assert responses_entry["temperature"] == 0.7
+    assert responses_entry["background"] is True
+    assert responses_entry["stream"] is False
+
+
+async def test_finished_responses_expire_after_the_ttl(tmp_path: Path) -> None:
+    with _running_simulator(tmp_path / "simulator.log", SIM_RESPONSE_TTL_S="1") as url:
+        async with _openai_client(url) as client:
+            finished = await client.responses.create(
+                model=MODEL, input=_unique("expiring"), max_output_tokens=5
+            )
+            assert (await client.responses.retrieve(finished.id)).status == "completed"
+            # 1000 tokens take 2 s: longer than the TTL, but a running response never expires.
+            running = await _create_background(client, _unique("long"), 1000)
+            await asyncio.sleep(1.3)
+            with pytest.raises(openai.NotFoundError):
+                await client.responses.retrieve(finished.id)
+            assert (await client.responses.retrieve(running.id)).status == "in_progress"
+
+            async def done() -> bool:
+                return (await client.responses.retrieve(running.id)).status == "completed"
+
+            await _eventually(done)
+            resumed = await client.responses.retrieve(running.id, stream=True, starting_after=0)
+            assert len([event async for event in resumed]) == PREAMBLE + 1000 + TAIL - 1
+            await asyncio.sleep(1.3)
+            with pytest.raises(openai.NotFoundError):
+                await client.responses.retrieve(running.id)
+            with pytest.raises(openai.NotFoundError):
+                await client.responses.retrieve(running.id, stream=True, starting_after=0)
