@@ -91,7 +91,7 @@ async def run_worker() -> None:
     llm = build_llm_client(settings)
 
     checkpoints = CheckpointActivities(ChatStore(pool), identity)
-    generation = GenerationActivities(llm)
+    generation = GenerationActivities(llm, ChatStore(pool))
     worker = Worker(
         client,
         task_queue=settings.task_queue,

@@ -24,11 +24,13 @@ class CheckpointActivities:
 
         Idempotent through the (workflow_id, idx) primary key: a retry or a replay
         after a crash inserts nothing and reports `inserted=False`; the stored row
-        keeps the worker and attempt that first wrote it.
+        keeps the worker and attempt that first wrote it. The chunk's `chunk` event
+        (for live viewers) is written in the same transaction, so it exists exactly
+        when the row does.
         """
         attempt = activity.info().attempt
         inserted = await self._store.insert_chunk(
-            chunk.workflow_id, chunk.index, chunk.text, self._worker, attempt
+            chunk.workflow_id, chunk.index, chunk.text, self._worker, attempt, chunk.total_chunks
         )
         if not inserted:
             log.info("chunk already saved", index=chunk.index)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import cast
 
@@ -11,9 +13,15 @@ from openai.types.chat import ChatCompletionMessageParam
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.drafts import DraftPublisher
 from common.models import GeneratedText, GenerationRequest, Usage
+from storage import ChatStore
 
 log = structlog.get_logger(__name__)
+
+# Well under GENERATE_HEARTBEAT_TIMEOUT (3 s): two heartbeats may be lost before the
+# server declares the worker dead.
+HEARTBEAT_INTERVAL_S = 1.0
 
 # Provider answers that no retry can change: bad request, bad key, unknown model.
 _NON_RETRYABLE_STATUS = {400, 401, 403, 404, 422}
@@ -26,8 +34,9 @@ class GenerationActivities:
     policy in `workflows.policies`.
     """
 
-    def __init__(self, client: openai.AsyncOpenAI) -> None:
+    def __init__(self, client: openai.AsyncOpenAI, store: ChatStore) -> None:
         self._client = client
+        self._store = store
 
     @activity.defn(name="generate_full_text")
     async def generate_full_text(self, request: GenerationRequest) -> GeneratedText:
@@ -35,16 +44,32 @@ class GenerationActivities:
 
         Its result is recorded in the workflow history, so once it has completed the
         LLM is never called again for this chat, whatever crashes later. While tokens
-        arrive it heartbeats (progress: characters so far), so a dead worker is noticed
-        within the heartbeat timeout and the call is retried elsewhere.
+        runs it heartbeats every second (progress: characters so far), so a dead worker
+        is noticed within the heartbeat timeout and the call is retried elsewhere.
+        Streamed text is published as live `delta` events (see activities.drafts); a
+        retry first publishes a `reset`, so viewers never see text twice.
 
         Errors: 429 is retried after the provider's Retry-After; 5xx and broken
         connections are retried with backoff; 4xx answers raise a non-retryable
         `ProviderRejectedError`.
         """
         info = activity.info()
+        drafts = DraftPublisher(self._store, request.workflow_id, info.attempt)
         if info.attempt > 1:
             log.warning("generation retried: the provider is asked again", attempt=info.attempt)
+            await drafts.restart(
+                f"The answer restarted (attempt {info.attempt}) after the previous attempt "
+                "was interrupted."
+            )
+        heartbeats = asyncio.create_task(
+            _heartbeat_every(HEARTBEAT_INTERVAL_S, lambda: drafts.chars)
+        )
+        try:
+            return await self._stream(request, drafts)
+        finally:
+            heartbeats.cancel()
+
+    async def _stream(self, request: GenerationRequest, drafts: DraftPublisher) -> GeneratedText:
         parts: list[str] = []
         usage: Usage | None = None
         finish_reason: str | None = None
@@ -69,9 +94,10 @@ class GenerationActivities:
                     for choice in event.choices:
                         if choice.delta.content:
                             parts.append(choice.delta.content)
+                            await drafts.add(choice.delta.content)
                         if choice.finish_reason:
                             finish_reason = choice.finish_reason
-                    activity.heartbeat(sum(len(p) for p in parts))
+            await drafts.flush()
         except openai.RateLimitError as err:
             delay = _retry_after(err)
             raise ApplicationError(
@@ -97,6 +123,14 @@ class GenerationActivities:
             usage = Usage(prompt_tokens=prompt_words, completion_tokens=len(text.split()))
         log.info("generation finished", chars=len(text), completion_tokens=usage.completion_tokens)
         return GeneratedText(text=text, usage=usage, model=model, finish_reason=finish_reason)
+
+
+async def _heartbeat_every(interval_s: float, progress: Callable[[], int]) -> None:
+    """Heartbeat on a clock, not per token: a provider slow to send its first token
+    must not look like a dead worker. Cancellation requests arrive through these."""
+    while True:
+        activity.heartbeat(progress())
+        await asyncio.sleep(interval_s)
 
 
 def _message(role: str, content: str) -> ChatCompletionMessageParam:

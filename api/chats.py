@@ -199,9 +199,7 @@ async def cancel_chat(client: Client, workflow_id: str) -> str:
 # --- helpers --------------------------------------------------------------------------
 
 
-async def _query_progress(
-    handle: WorkflowHandle[Any, Any], timeout_s: float
-) -> Progress | None:
+async def _query_progress(handle: WorkflowHandle[Any, Any], timeout_s: float) -> Progress | None:
     """The workflow's own progress, or None when no worker answers within `timeout_s`."""
     try:
         progress: Progress = await asyncio.wait_for(
@@ -275,6 +273,12 @@ def _status_from_row(
         duration_ms=duration_ms,
         temporal_ui_url=temporal_ui_link(settings, row.workflow_id),
     )
+
+
+async def ensure_chat_exists(client: Client, store: ChatStore, workflow_id: str) -> None:
+    """Raise ChatNotFoundError unless PostgreSQL or Temporal knows this chat."""
+    if await _db(store.get_generation(workflow_id)) is None:
+        await _ensure_exists(client, workflow_id)
 
 
 async def _ensure_exists(client: Client, workflow_id: str) -> None:

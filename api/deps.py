@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from temporalio.client import Client
 
+from api.events import ChatEventHub
 from common.settings import Settings
 from storage import ChatStore
 
@@ -26,6 +27,12 @@ def get_store(request: Request) -> ChatStore:
     return store
 
 
+def get_hub(request: Request) -> ChatEventHub:
+    hub: ChatEventHub = request.app.state.hub
+    return hub
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 StoreDep = Annotated[ChatStore, Depends(get_store)]
+HubDep = Annotated[ChatEventHub, Depends(get_hub)]

@@ -7,7 +7,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from temporalio.service import RPCError, RPCStatusCode
 
-from common.errors import ChatNotFoundError, DependencyUnavailableError, InvalidPromptError
+from common.errors import (
+    ChatNotFoundError,
+    DependencyUnavailableError,
+    InvalidPromptError,
+    InvalidRequestError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -21,8 +26,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def not_found(_: Request, exc: ChatNotFoundError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": f"No chat with id {exc}."})
 
-    @app.exception_handler(InvalidPromptError)
-    async def invalid_prompt(_: Request, exc: InvalidPromptError) -> JSONResponse:
+    @app.exception_handler(InvalidRequestError)
+    async def invalid_request(_: Request, exc: InvalidRequestError) -> JSONResponse:
         status = 413 if isinstance(exc, PromptTooLargeError) else 422
         return JSONResponse(status_code=status, content={"detail": str(exc)})
 

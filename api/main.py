@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from api.errors import install_error_handlers
-from api.routes import health, workflows
+from api.events import ChatEventHub
+from api.routes import events, health, workflows
 from common.log import configure_logging
 from common.settings import Settings, get_settings
 from storage import ChatStore, apply_migrations, create_pool
@@ -43,14 +44,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         pool = await create_pool(settings.database_url)
         app.state.store = ChatStore(pool)
+        app.state.hub = ChatEventHub(settings.database_url)
         preparing = asyncio.create_task(_prepare_database(settings.database_url))
+        listening = asyncio.create_task(app.state.hub.run())
         log.info("gateway ready", temporal=settings.temporal_address, port=settings.gateway_port)
         try:
             yield
         finally:
-            preparing.cancel()
-            with suppress(asyncio.CancelledError):
-                await preparing
+            for task in (preparing, listening):
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
             await pool.close()
 
     app = FastAPI(
@@ -66,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(workflows.router)
+    app.include_router(events.router)
     return app
 
 

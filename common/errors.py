@@ -3,7 +3,8 @@
 Hierarchy::
 
     DurableChatError                 base of everything raised on purpose
-    ├── InvalidPromptError           the user can fix it; never retried
+    ├── InvalidRequestError          a malformed request the caller can fix (422)
+    │   └── InvalidPromptError       the prompt cannot be answered; never retried
     ├── ChatNotFoundError            unknown workflow id (or not the caller's)
     └── DependencyUnavailableError   Temporal or PostgreSQL cannot be reached now
 
@@ -19,7 +20,11 @@ class DurableChatError(Exception):
     """Base class of the errors durable-chat raises on purpose."""
 
 
-class InvalidPromptError(DurableChatError):
+class InvalidRequestError(DurableChatError):
+    """The request is malformed in a way the caller can fix; the message says how."""
+
+
+class InvalidPromptError(InvalidRequestError):
     """The prompt cannot be answered as sent; the message says why, for a person."""
 
 

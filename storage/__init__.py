@@ -4,11 +4,13 @@ All SQL of durable-chat lives in this package, parameterised; nothing else
 formats a query.
 """
 
-from storage.chats import ChatStore, ChunkRow, GenerationRow
+from storage.chats import EVENTS_CHANNEL, ChatEvent, ChatStore, ChunkRow, GenerationRow
 from storage.migrate import apply_migrations
 from storage.pool import create_pool, ensure_database
 
 __all__ = [
+    "EVENTS_CHANNEL",
+    "ChatEvent",
     "ChatStore",
     "ChunkRow",
     "GenerationRow",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -36,9 +38,90 @@ class GenerationRow:
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    last_event_seq: int = 0
 
+
+@dataclass(frozen=True)
+class ChatEvent:
+    """One entry of a chat's event log; `seq` is the SSE event id."""
+
+    seq: int
+    type: str
+    data: dict[str, Any]
+
+
+EVENTS_CHANNEL = "chat_events"
+"""PostgreSQL NOTIFY channel; the payload is the workflow id of the chat that changed."""
 
 _FINAL_STAGES = [s.value for s in Stage if s.is_final]
+
+_UPSERT_GENERATION = """
+    INSERT INTO generations AS g (
+        workflow_id, stage, conversation_id, user_id, prompt, model, provider,
+        total_chunks, prompt_tokens, completion_tokens, error, completed_at)
+    VALUES ($1, $2, $3, COALESCE($4, 'anonymous'), COALESCE($5, ''), $6, $7,
+            $8, $9, $10, $11, CASE WHEN $2 = ANY($12::text[]) THEN now() END)
+    ON CONFLICT (workflow_id) DO UPDATE SET
+        stage             = EXCLUDED.stage,
+        conversation_id   = COALESCE($3, g.conversation_id),
+        user_id           = COALESCE($4, g.user_id),
+        prompt            = COALESCE($5, g.prompt),
+        model             = COALESCE($6, g.model),
+        provider          = COALESCE($7, g.provider),
+        total_chunks      = COALESCE($8, g.total_chunks),
+        prompt_tokens     = COALESCE($9, g.prompt_tokens),
+        completion_tokens = COALESCE($10, g.completion_tokens),
+        error             = COALESCE($11, g.error),
+        updated_at        = now(),
+        completed_at      = COALESCE(g.completed_at, EXCLUDED.completed_at)
+"""
+
+
+def _upsert_args(update: GenerationUpdate) -> tuple[object, ...]:
+    return (
+        update.workflow_id,
+        update.stage.value,
+        update.conversation_id,
+        update.user_id,
+        update.prompt,
+        update.model,
+        update.provider,
+        update.total_chunks,
+        update.prompt_tokens,
+        update.completion_tokens,
+        update.error,
+        _FINAL_STAGES,
+    )
+
+
+async def _append_event(
+    conn: asyncpg.Connection, workflow_id: str, type_: str, data: dict[str, Any]
+) -> int:
+    """Allocate the chat's next seq (row lock on the generation) and insert the event.
+
+    Must run inside a transaction: the lock, held until commit, is what makes sequence
+    numbers of one chat become visible in order. NOTIFY is delivered at commit.
+    """
+    seq: int | None = await conn.fetchval(
+        """
+        WITH next AS (
+            UPDATE generations SET last_event_seq = last_event_seq + 1
+            WHERE workflow_id = $1 RETURNING last_event_seq
+        ), inserted AS (
+            INSERT INTO chat_events (workflow_id, seq, type, data)
+            SELECT $1, last_event_seq, $2, $3::jsonb FROM next
+            RETURNING seq
+        )
+        SELECT seq FROM inserted, pg_notify($4, $1)
+        """,
+        workflow_id,
+        type_,
+        json.dumps(data),
+        EVENTS_CHANNEL,
+    )
+    if seq is None:
+        raise LookupError(f"no generation row for {workflow_id}: cannot log {type_}")
+    return seq
 
 
 class ChatStore:
@@ -54,65 +137,76 @@ class ChatStore:
     async def record_generation(self, update: GenerationUpdate) -> None:
         """Upsert the generation row; `None` fields keep what is stored.
 
-        Idempotent: applying the same update twice leaves the same row.
+        When the stage changes, a `stage` event (and, for a final stage, a terminal
+        `completed`/`failed`/`cancelled` event) is appended to the chat's event log in
+        the same transaction. Idempotent: the same update applied twice leaves the same
+        row and appends nothing the second time.
         """
-        await self._pool.execute(
-            """
-            INSERT INTO generations AS g (
-                workflow_id, stage, conversation_id, user_id, prompt, model, provider,
-                total_chunks, prompt_tokens, completion_tokens, error, completed_at)
-            VALUES ($1, $2, $3, COALESCE($4, 'anonymous'), COALESCE($5, ''), $6, $7,
-                    $8, $9, $10, $11, CASE WHEN $2 = ANY($12::text[]) THEN now() END)
-            ON CONFLICT (workflow_id) DO UPDATE SET
-                stage             = EXCLUDED.stage,
-                conversation_id   = COALESCE($3, g.conversation_id),
-                user_id           = COALESCE($4, g.user_id),
-                prompt            = COALESCE($5, g.prompt),
-                model             = COALESCE($6, g.model),
-                provider          = COALESCE($7, g.provider),
-                total_chunks      = COALESCE($8, g.total_chunks),
-                prompt_tokens     = COALESCE($9, g.prompt_tokens),
-                completion_tokens = COALESCE($10, g.completion_tokens),
-                error             = COALESCE($11, g.error),
-                updated_at        = now(),
-                completed_at      = COALESCE(g.completed_at, EXCLUDED.completed_at)
-            """,
-            update.workflow_id,
-            update.stage.value,
-            update.conversation_id,
-            update.user_id,
-            update.prompt,
-            update.model,
-            update.provider,
-            update.total_chunks,
-            update.prompt_tokens,
-            update.completion_tokens,
-            update.error,
-            _FINAL_STAGES,
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            previous = await conn.fetchval(
+                "SELECT stage FROM generations WHERE workflow_id = $1 FOR UPDATE",
+                update.workflow_id,
+            )
+            await conn.execute(_UPSERT_GENERATION, *_upsert_args(update))
+            if previous == update.stage.value:
+                return
+            stage_event: dict[str, Any] = {"stage": update.stage.value}
+            if update.total_chunks is not None:
+                stage_event["total_chunks"] = update.total_chunks
+            await _append_event(conn, update.workflow_id, "stage", stage_event)
+            if update.stage.is_final:
+                await _append_event(
+                    conn, update.workflow_id, update.stage.value, {"error": update.error}
+                )
 
     async def insert_chunk(
-        self, workflow_id: str, index: int, text: str, worker: str, attempt: int
+        self, workflow_id: str, index: int, text: str, worker: str, attempt: int, total: int
     ) -> bool:
-        """Insert chunk `index` once; return False when it was already there.
+        """Insert chunk `index` once, with its `chunk` event; False when it was already there.
 
         The first writer wins: a retry after a crash that happened after the commit
-        keeps the original row (and its worker and attempt).
+        keeps the original row (and its worker and attempt) and appends no event.
         """
-        inserted = await self._pool.fetchval(
+        async with self._pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                """
+                INSERT INTO chunks (workflow_id, idx, text, worker, attempt)
+                VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (workflow_id, idx) DO NOTHING
+                RETURNING true
+                """,
+                workflow_id,
+                index,
+                text,
+                worker,
+                attempt,
+            )
+            if not inserted:
+                return False
+            await _append_event(
+                conn, workflow_id, "chunk", {"index": index, "text": text, "total": total}
+            )
+            return True
+
+    async def append_event(self, workflow_id: str, type_: str, data: dict[str, Any]) -> int:
+        """Append one event to the chat's log (and notify listeners); return its seq."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await _append_event(conn, workflow_id, type_, data)
+
+    async def events_after(
+        self, workflow_id: str, after_seq: int, limit: int = 1000
+    ) -> list[ChatEvent]:
+        """Events of a chat with seq > `after_seq`, oldest first."""
+        rows = await self._pool.fetch(
             """
-            INSERT INTO chunks (workflow_id, idx, text, worker, attempt)
-            VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (workflow_id, idx) DO NOTHING
-            RETURNING true
+            SELECT seq, type, data FROM chat_events
+            WHERE workflow_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
             """,
             workflow_id,
-            index,
-            text,
-            worker,
-            attempt,
+            after_seq,
+            limit,
         )
-        return bool(inserted)
+        return [ChatEvent(r["seq"], r["type"], json.loads(r["data"])) for r in rows]
 
     async def get_generation(self, workflow_id: str) -> GenerationRow | None:
         row = await self._pool.fetchrow(

@@ -97,3 +97,64 @@ async def keep_history(handle: Any, name: str) -> None:
     history = await handle.fetch_history()
     HISTORIES_DIR.mkdir(exist_ok=True)
     (HISTORIES_DIR / f"{name}.json").write_text(history.to_json())
+
+
+async def read_sse(
+    client: httpx.AsyncClient,
+    workflow_id: str,
+    *,
+    last_event_id: str | None = None,
+    stop_after: int | None = None,
+    use_query: bool = False,
+) -> list[dict[str, Any]]:
+    """Read the chat's SSE stream: every event as {id, event, data}, until the stream ends
+    (terminal event) or `stop_after` events were read (then the connection is dropped)."""
+    import json
+
+    headers: dict[str, str] = {}
+    params: dict[str, str] = {}
+    if last_event_id is not None:
+        if use_query:
+            params["last_event_id"] = last_event_id
+        else:
+            headers["Last-Event-ID"] = last_event_id
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    async with client.stream(
+        "GET", f"/api/workflows/{workflow_id}/events", headers=headers, params=params
+    ) as response:
+        assert response.status_code == 200, await response.aread()
+        lines = response.aiter_lines()
+        try:
+            async for line in lines:
+                if line == "":
+                    if "event" in current:
+                        current["data"] = json.loads(current.get("data", "null"))
+                        events.append(current)
+                        if stop_after is not None and len(events) >= stop_after:
+                            break
+                    current = {}
+                elif not line.startswith(":"):
+                    field, _, value = line.partition(":")
+                    current[field] = value[1:] if value.startswith(" ") else value
+        finally:
+            await lines.aclose()  # close the stream now, not when the generator is collected
+    return events
+
+
+def preview_text(events: list[dict[str, Any]]) -> str:
+    """What a viewer shows from live deltas: a `reset` drops the preview it had."""
+    text = ""
+    for event in events:
+        if event["event"] == "reset":
+            text = ""
+        elif event["event"] == "delta":
+            assert event["data"]["offset"] == len(text), "a delta out of place"
+            text += event["data"]["text"]
+    return text
+
+
+def checkpointed_text(events: list[dict[str, Any]]) -> str:
+    chunks = {e["data"]["index"]: e["data"]["text"] for e in events if e["event"] == "chunk"}
+    assert sorted(chunks) == list(range(len(chunks)))
+    return "".join(chunks[i] for i in range(len(chunks)))

@@ -1,0 +1,124 @@
+"""Live chat events for SSE streams, woken by PostgreSQL LISTEN/NOTIFY.
+
+Each gateway process keeps one LISTEN connection on `storage.EVENTS_CHANNEL`. A
+stream waiting for a chat registers a wake-up; a NOTIFY for that chat (sent at the
+commit of every appended event, by whichever worker appended it) wakes it, and it
+reads the new events from the log by sequence number. Nothing is handed over in
+memory between worker and gateway, so any number of gateways can serve any chat,
+and a stream resumed on another gateway with `Last-Event-ID` continues exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import structlog
+
+from storage import EVENTS_CHANNEL, ChatEvent, ChatStore
+
+log = structlog.get_logger(__name__)
+
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+# A stream re-reads the log at least this often even without a NOTIFY (a notification
+# lost while the LISTEN connection was being re-established must not stall it).
+FALLBACK_POLL_S = 2.0
+
+
+class ChatEventHub:
+    """Wakes the streams of a chat when its event log grows."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self.listening = False
+
+    @contextlib.contextmanager
+    def subscribe(self, workflow_id: str) -> Iterator[asyncio.Event]:
+        wake = asyncio.Event()
+        self._waiters[workflow_id].add(wake)
+        try:
+            yield wake
+        finally:
+            waiters = self._waiters.get(workflow_id)
+            if waiters is not None:
+                waiters.discard(wake)
+                if not waiters:
+                    del self._waiters[workflow_id]
+
+    @property
+    def open_streams(self) -> int:
+        return sum(len(w) for w in self._waiters.values())
+
+    async def run(self) -> None:
+        """Keep a LISTEN connection open for the life of the gateway, reconnecting."""
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._dsn)
+            except (OSError, asyncpg.PostgresError, TimeoutError) as err:
+                log.warning("event listener cannot connect; retrying", error=str(err))
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(EVENTS_CHANNEL, self._on_notify)
+                self.listening = True
+                self._wake_all()  # events may have been appended while we were away
+                await lost.wait()
+            except (OSError, asyncpg.PostgresError) as err:
+                log.warning("event listener lost", error=str(err))
+            finally:
+                self.listening = False
+                with contextlib.suppress(Exception):
+                    await conn.close()
+            self._wake_all()
+            await asyncio.sleep(0.5)
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        for wake in self._waiters.get(payload, ()):
+            wake.set()
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for wake in waiters:
+                wake.set()
+
+
+async def follow(
+    hub: ChatEventHub, store: ChatStore, workflow_id: str, after_seq: int
+) -> AsyncIterator[ChatEvent]:
+    """Yield the chat's events with seq > `after_seq`, then live ones, up to a terminal one.
+
+    Each event is yielded once, in seq order; `wake` is cleared before each read, so a
+    NOTIFY that arrives during the read is not lost.
+    """
+    with hub.subscribe(workflow_id) as wake:
+        while True:
+            wake.clear()
+            events = await store.events_after(workflow_id, after_seq)
+            for event in events:
+                yield event
+                after_seq = event.seq
+                if event.type in TERMINAL_EVENTS:
+                    return
+            if not events:
+                if await _already_finished(store, workflow_id, after_seq):
+                    return  # resumed after the terminal event: nothing more will come
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=FALLBACK_POLL_S)
+
+
+async def _already_finished(store: ChatStore, workflow_id: str, after_seq: int) -> bool:
+    row = await store.get_generation(workflow_id)
+    return row is not None and row.stage.is_final and after_seq >= row.last_event_seq
+
+
+def sse_message(event: ChatEvent) -> dict[str, Any]:
+    """The sse-starlette form of an event: `id` is the per-chat seq (for Last-Event-ID)."""
+    return {"id": str(event.seq), "event": event.type, "data": json.dumps(event.data)}

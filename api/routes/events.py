@@ -1,0 +1,65 @@
+"""GET /api/workflows/{id}/events: the chat as a resumable Server-Sent Events stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from sse_starlette import EventSourceResponse
+
+from api import chats
+from api.deps import HubDep, StoreDep, TemporalDep
+from api.events import follow, sse_message
+from api.routes.workflows import WorkflowId
+from common.errors import InvalidRequestError
+
+router = APIRouter(prefix="/api/workflows", tags=["workflows"])
+
+_MAX_EVENT_ID = 10**12
+
+
+def parse_last_event_id(header: str | None, query: str | None) -> int:
+    """The seq to resume after: the `Last-Event-ID` header wins over `last_event_id`."""
+    raw = header if header not in (None, "") else query
+    if raw in (None, ""):
+        return 0
+    assert raw is not None
+    if not raw.isascii() or not raw.isdigit() or int(raw) > _MAX_EVENT_ID:
+        raise InvalidRequestError(
+            f"Last-Event-ID must be an event id received from this stream (a whole number), "
+            f"not {raw[:40]!r}."
+        )
+    return int(raw)
+
+
+@router.get(
+    "/{workflow_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
+)
+async def events(
+    request: Request,
+    workflow_id: WorkflowId,
+    client: TemporalDep,
+    store: StoreDep,
+    hub: HubDep,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[str | None, Query(max_length=40)] = None,
+) -> EventSourceResponse:
+    """The chat's events, each with an `id:`: `stage`, live `delta` text (a preview;
+    `reset` drops it), checkpointed `chunk`s, and a terminal `completed`, `failed` or
+    `cancelled`. Reconnect with `Last-Event-ID` (header or `last_event_id` query) to
+    get exactly the events missed, then live ones."""
+    after = parse_last_event_id(last_event_id_header, last_event_id)
+    await chats.ensure_chat_exists(client, store, workflow_id)
+
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        async for event in follow(hub, store, workflow_id, after):
+            if await request.is_disconnected():
+                return
+            yield sse_message(event)
+
+    return EventSourceResponse(
+        stream(), ping=15, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )

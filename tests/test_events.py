@@ -1,0 +1,92 @@
+"""The resumable SSE stream: live deltas, checkpointed chunks, Last-Event-ID resume."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.helpers import (
+    checkpointed_text,
+    expected_answer,
+    generations_for,
+    preview_text,
+    read_sse,
+    unique_prompt,
+)
+
+
+async def _start(gateway: httpx.AsyncClient, prompt: str, max_tokens: int) -> str:
+    response = await gateway.post(
+        "/api/workflows/start", json={"prompt": prompt, "max_tokens": max_tokens}
+    )
+    assert response.status_code == 202
+    workflow_id: str = response.json()["workflow_id"]
+    return workflow_id
+
+
+async def test_stream_shows_live_preview_then_checkpointed_text(gateway) -> None:
+    prompt = unique_prompt()
+    workflow_id = await _start(gateway, prompt, 300)
+    events = await read_sse(gateway, workflow_id)
+
+    assert [int(e["id"]) for e in events] == list(range(1, len(events) + 1))
+    stages = [e["data"]["stage"] for e in events if e["event"] == "stage"]
+    assert stages == ["validating", "generating", "checkpointing", "completed"]
+    assert events[-1]["event"] == "completed"
+    answer = expected_answer(prompt, 300)
+    first_chunk = next(i for i, e in enumerate(events) if e["event"] == "chunk")
+    last_delta = max(i for i, e in enumerate(events) if e["event"] == "delta")
+    assert last_delta < first_chunk  # the preview comes first, then the durable text
+    assert preview_text(events) == answer
+    assert checkpointed_text(events) == answer
+    deltas = sum(1 for e in events if e["event"] == "delta")
+    assert 1 < deltas < 300  # batched: far fewer events than tokens
+
+
+async def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(gateway) -> None:
+    prompt = unique_prompt()
+    workflow_id = await _start(gateway, prompt, 400)
+    first = await read_sse(gateway, workflow_id, stop_after=5)  # then the client drops
+    second = await read_sse(gateway, workflow_id, last_event_id=first[-1]["id"], stop_after=10)
+    third = await read_sse(gateway, workflow_id, last_event_id=second[-1]["id"], use_query=True)
+    combined = first + second + third
+    assert [int(e["id"]) for e in combined] == list(range(1, len(combined) + 1))
+    assert combined[-1]["event"] == "completed"
+    assert preview_text(combined) == checkpointed_text(combined) == expected_answer(prompt, 400)
+    # Resuming after the end returns nothing more and ends at once.
+    assert await read_sse(gateway, workflow_id, last_event_id=combined[-1]["id"]) == []
+
+
+async def test_generation_retried_mid_stream_never_shows_text_twice(gateway, simulator) -> None:
+    prompt = unique_prompt()
+    armed = await simulator.post(
+        "/sim/faults", json={"fault": "disconnect", "count": 1, "after_tokens": 40}
+    )
+    assert armed.status_code == 200
+    try:
+        workflow_id = await _start(gateway, prompt, 200)
+        events = await read_sse(gateway, workflow_id)
+    finally:
+        await simulator.delete("/sim/faults")
+    answer = expected_answer(prompt, 200)
+    resets = [e for e in events if e["event"] == "reset"]
+    assert len(resets) == 1 and resets[0]["data"]["attempt"] == 2
+    before_reset = preview_text(events[: events.index(resets[0])])
+    assert 0 < len(before_reset) < len(answer) and answer.startswith(before_reset)
+    assert preview_text(events) == answer  # what the viewer ends with: once, in order
+    assert checkpointed_text(events) == answer
+    assert await generations_for(simulator, prompt) == {"started": 2, "completed": 1}
+
+
+async def test_malformed_last_event_id_is_refused(gateway) -> None:
+    workflow_id = await _start(gateway, unique_prompt(), 20)
+    for bad in ("abc", "-1", "1.5", "1e3", "1" * 30):
+        response = await gateway.get(
+            f"/api/workflows/{workflow_id}/events", headers={"Last-Event-ID": bad}
+        )
+        assert response.status_code == 422, bad
+        assert "Last-Event-ID" in response.json()["detail"]
+
+
+async def test_events_of_unknown_chat_is_404(gateway) -> None:
+    response = await gateway.get("/api/workflows/chat-unknown/events")
+    assert response.status_code == 404
