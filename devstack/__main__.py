@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from devstack.stack import StackSettings, circus_config
+from devstack.stack import StackSettings, UILogin, circus_config
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> bool:
@@ -26,7 +26,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180)
     return False
 
 
-def _banner(settings: StackSettings) -> str:
+def _banner(settings: StackSettings, login: UILogin) -> str:
     llm = (
         "OpenAI-compatible provider (OPENAI_API_KEY is set)"
         if settings.openai_api_key
@@ -36,6 +36,8 @@ def _banner(settings: StackSettings) -> str:
     lines = [
         "",
         "durable-chat is up",
+        f"  Chat UI         http://localhost:{settings.ui_port}  "
+        f"(login: {login.username} / {login.password})",
         f"  Gateway API     http://localhost:{settings.gateway_port}  (docs: /docs)",
         f"  Temporal UI     http://localhost:{settings.temporal_ui_port}",
         f"  Temporal gRPC   127.0.0.1:{settings.temporal_port}",
@@ -53,7 +55,8 @@ def up() -> int:
     settings = StackSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     config_file = settings.data_dir / "circus.ini"
-    config_file.write_text(circus_config(settings, Path.cwd()))
+    login = UILogin.for_stack(settings)
+    config_file.write_text(circus_config(settings, Path.cwd(), login))
     # circusd gets its own session, so exactly one stop signal reaches it: ours.
     circusd = subprocess.Popen(
         [sys.executable, "-m", "circus.circusd", str(config_file)], start_new_session=True
@@ -65,8 +68,10 @@ def up() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    if _wait_ready(f"http://127.0.0.1:{settings.gateway_port}/readyz", circusd):
-        print(_banner(settings), flush=True)
+    if _wait_ready(f"http://127.0.0.1:{settings.gateway_port}/readyz", circusd) and _wait_ready(
+        f"http://127.0.0.1:{settings.ui_port}/login", circusd
+    ):
+        print(_banner(settings, login), flush=True)
     return circusd.wait()
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -26,10 +28,40 @@ class StackSettings(BaseSettings):
     data_dir: Path = Path(".data")
     database_url: str | None = None  # set: use that PostgreSQL instead of the embedded one
     openai_api_key: str | None = None  # set: use the real provider, no simulator
+    ui_username: str | None = None  # unset: `make up` creates a development login
+    ui_password: str | None = None
+    chainlit_auth_secret: str | None = None
 
     @property
     def embedded_database_url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.postgres_port}/durable_chat"
+
+
+@dataclass(frozen=True)
+class UILogin:
+    """The Chainlit login `make up` uses: from the environment, else generated once and
+    kept in DATA_DIR/ui-credentials.json so it survives restarts."""
+
+    username: str
+    password: str
+    auth_secret: str
+
+    @classmethod
+    def for_stack(cls, settings: StackSettings) -> UILogin:
+        path = settings.data_dir / "ui-credentials.json"
+        stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        login = cls(
+            username=settings.ui_username or stored.get("username") or "dev",
+            password=settings.ui_password or stored.get("password") or secrets.token_urlsafe(9),
+            auth_secret=settings.chainlit_auth_secret
+            or stored.get("auth_secret")
+            or secrets.token_hex(32),
+        )
+        if not settings.ui_password:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(login.__dict__))
+            path.chmod(0o600)
+        return login
 
 
 @dataclass
@@ -73,7 +105,7 @@ def temporal_server_args(db_file: Path, port: int, ui_port: int) -> list[str]:
     ]
 
 
-def processes(settings: StackSettings) -> list[Process]:
+def processes(settings: StackSettings, login: UILogin) -> list[Process]:
     """Every process of the stack, in start order."""
     data = settings.data_dir.resolve()
     python = sys.executable
@@ -135,10 +167,25 @@ def processes(settings: StackSettings) -> list[Process]:
             color="cyan",
         )
     )
+    result.append(
+        Process(
+            "ui",
+            f"{python} -m ui",
+            env={
+                **common,
+                "GATEWAY_URL": f"http://127.0.0.1:{settings.gateway_port}",
+                "UI_PORT": str(settings.ui_port),
+                "UI_USERNAME": login.username,
+                "UI_PASSWORD": login.password,
+                "CHAINLIT_AUTH_SECRET": login.auth_secret,
+            },
+            color="white",
+        )
+    )
     return result
 
 
-def circus_config(settings: StackSettings, workdir: Path) -> str:
+def circus_config(settings: StackSettings, workdir: Path, login: UILogin) -> str:
     """The circusd configuration (INI text) supervising `processes(settings)`.
 
     Every watcher respawns its processes forever: a killed worker comes back and the
@@ -153,7 +200,7 @@ def circus_config(settings: StackSettings, workdir: Path) -> str:
             "check_delay": "5",
         }
     }
-    for process in processes(settings):
+    for process in processes(settings, login):
         sections[f"watcher:{process.name}"] = {
             "cmd": process.cmd,
             "working_dir": str(workdir),

@@ -71,5 +71,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if os.environ.get("SKIP_BROWSER_TESTS") == "1":
         skip = pytest.mark.skip(reason="SKIP_BROWSER_TESTS=1")
         for item in items:
-            if "browser" in item.keywords:
+            if item.get_closest_marker("browser") is not None:
                 item.add_marker(skip)

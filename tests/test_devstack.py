@@ -61,6 +61,8 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
         banner = log_path.read_text(errors="replace")
         assert f"http://localhost:{ports['GATEWAY_PORT']}" in banner
         assert f"http://localhost:{ports['TEMPORAL_UI_PORT']}" in banner
+        assert f"http://localhost:{ports['UI_PORT']}" in banner and "login: dev / " in banner
+        assert http_ok(f"http://127.0.0.1:{ports['UI_PORT']}/login")
 
         descendants = root.children(recursive=True)
         workers = _wait(lambda: len(_workers(root)) == 2 and _workers(root), 60, "two workers")

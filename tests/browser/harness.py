@@ -1,0 +1,110 @@
+"""The Chainlit UI as a test subprocess, and the settings the browser tests share."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devstack.harness import LocalStack, ManagedProcess, free_port, http_ok
+from llm_simulator.text import simulated_tokens
+from tests.helpers import wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# About 5 s per answer: 300 ms to the first token, then 512 tokens at 100 per second.
+SLOW_SIMULATOR_ENV = {"SIM_TTFT_MS": "300", "SIM_TOKENS_PER_SECOND": "100"}
+# Short enough that a test can send a prompt the gateway rejects (413).
+MAX_PROMPT_CHARS = 200
+UI_USERNAME = "browser-test"
+TEMPORAL_UI_URL = "http://temporal-ui.test:8233"
+
+
+@dataclass
+class ChainlitServer:
+    """``python -m ui`` on a free port, pointed at ``stack``; stopped and killed by pid."""
+
+    stack: LocalStack
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    auth_secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
+    process: ManagedProcess | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def username(self) -> str:
+        return UI_USERNAME
+
+    def env(self) -> dict[str, str]:
+        return {
+            "GATEWAY_URL": self.stack.gateway_url,
+            "DATABASE_URL": self.stack.database_url,
+            "CHAINLIT_AUTH_SECRET": self.auth_secret,
+            "UI_USERNAME": UI_USERNAME,
+            "UI_PASSWORD": self.password,
+            "UI_HOST": "127.0.0.1",
+            "UI_PORT": str(self.port),
+            "TEMPORAL_UI_URL": TEMPORAL_UI_URL,
+            "TEMPORAL_NAMESPACE": "default",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start(self) -> None:
+        self.starts += 1
+        self.process = ManagedProcess(
+            "chainlit",
+            [sys.executable, "-m", "ui"],
+            self.env(),
+            self.log_dir / f"chainlit-{self.starts}.log",
+        ).start()
+        self.process.wait_until(lambda: http_ok(f"{self.url}/health"), timeout_s=60)
+
+    def kill(self) -> None:
+        """kill -9 the server, as a crash would."""
+        if self.process is not None:
+            self.process.kill(signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def log_tail(self) -> str:
+        return self.process.log_tail(80) if self.process else "(not started)"
+
+
+async def simulator_request(simulator: httpx.AsyncClient, prompt: str) -> dict[str, Any]:
+    """The simulator's record of the generation request whose last message is `prompt`."""
+
+    async def find() -> dict[str, Any] | None:
+        recent = (await simulator.get("/sim/requests", params={"limit": 200})).json()
+        for request in reversed(recent):
+            if request["messages"] and request["messages"][-1]["content"] == prompt:
+                return dict(request)
+        return None
+
+    return await wait_for(find, timeout_s=30)
+
+
+def simulated_answer(request: dict[str, Any]) -> str:
+    """The exact text the simulator generated for this request."""
+    tokens = simulated_tokens(
+        request["messages"], request["model"], request["max_tokens"], request["temperature"]
+    )
+    return "".join(tokens)

@@ -1,0 +1,157 @@
+"""Chainlit handlers of durable-chat's UI: login, persistence, chat, resume and stop.
+
+The work of a turn is in ``ui.turns``; this module only wires it to Chainlit's events.
+Run with ``python -m ui`` (see ``ui/__main__.py`` for the environment it needs).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Chainlit loads this file by path; make ``import ui`` work without an installed package.
+_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+import asyncio  # noqa: E402
+import hmac  # noqa: E402
+import logging  # noqa: E402
+from collections.abc import Coroutine, Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import chainlit as cl  # noqa: E402
+from chainlit.data.chainlit_data_layer import ChainlitDataLayer  # noqa: E402
+from chainlit.types import ThreadDict  # noqa: E402
+
+from ui.gateway_client import GatewayClient  # noqa: E402
+from ui.rendering import TemporalLinks  # noqa: E402
+from ui.settings import get_settings  # noqa: E402
+from ui.turn_record import UnfinishedTurn, unfinished_turns  # noqa: E402
+from ui.turns import TurnRunner, message_from_step  # noqa: E402
+
+# Chainlit sends a resumed thread's saved messages right after ``on_chat_resume``
+# returns; followers of unfinished turns wait this long so their updates come after.
+RESUME_DELAY_S = 0.3
+
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
+
+settings = get_settings()
+links = TemporalLinks(settings.temporal_ui_url, settings.temporal_namespace)
+
+_gateway: GatewayClient | None = None
+_runners_by_session: dict[str, set[TurnRunner]] = {}
+_background: set[asyncio.Task[Any]] = set()
+
+
+def gateway() -> GatewayClient:
+    """The process's gateway client, created on first use inside Chainlit's event loop."""
+    global _gateway
+    if _gateway is None:
+        _gateway = GatewayClient(settings.gateway_url, timeout_s=settings.ui_gateway_timeout_s)
+    return _gateway
+
+
+@cl.data_layer
+def data_layer() -> ChainlitDataLayer:
+    """Chainlit's asyncpg data layer, on the tables of migration 0002."""
+    return ChainlitDataLayer(database_url=settings.asyncpg_dsn)
+
+
+@cl.password_auth_callback
+async def password_login(username: str, password: str) -> cl.User | None:
+    """The one user configured by ``UI_USERNAME`` / ``UI_PASSWORD``."""
+    expected_password = settings.ui_password.get_secret_value()
+    user_ok = hmac.compare_digest(username.encode(), settings.ui_username.encode())
+    password_ok = hmac.compare_digest(password.encode(), expected_password.encode())
+    if user_ok and password_ok:
+        return cl.User(identifier=username, metadata={"provider": "credentials"})
+    return None
+
+
+async def _run_turn(runner: TurnRunner, work: Coroutine[Any, Any, None]) -> None:
+    """Run a turn in its own task and wait for it.
+
+    Stop cancels the waiting, never the turn: the turn asks the gateway to cancel the
+    workflow (``on_stop``) and shows how the workflow ended.
+    """
+    session_id = cl.context.session.id
+    _runners_by_session.setdefault(session_id, set()).add(runner)
+    task = asyncio.create_task(work)
+    _background.add(task)  # the event loop keeps only weak references to tasks
+
+    def forget(_: asyncio.Task[None]) -> None:
+        _background.discard(task)
+        current = _runners_by_session.get(session_id, set())
+        current.discard(runner)
+        if not current:
+            _runners_by_session.pop(session_id, None)
+
+    task.add_done_callback(forget)
+    await asyncio.shield(task)
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    """A new turn: one new ``ChatStreamingWorkflow``, keyed by this message's id."""
+    runner = await TurnRunner.create(
+        prompt_message_id=message.id,
+        gateway=gateway(),
+        links=links,
+        poll_interval_s=settings.ui_poll_interval_s,
+    )
+    await _run_turn(
+        runner, runner.run(message.content, conversation_id=cl.context.session.thread_id)
+    )
+
+
+async def _follow_unfinished(turns: Sequence[UnfinishedTurn], thread_id: str) -> None:
+    await asyncio.sleep(RESUME_DELAY_S)
+    session = cl.context.session
+    session.current_task = asyncio.current_task()  # the stop button stops these turns
+    await cl.context.emitter.task_start()  # type: ignore[no-untyped-call]
+    try:
+        runners = [
+            TurnRunner(
+                reply=message_from_step(turn.reply),
+                record=turn.record,
+                gateway=gateway(),
+                links=links,
+                poll_interval_s=settings.ui_poll_interval_s,
+            )
+            for turn in turns
+        ]
+        await asyncio.gather(
+            *(
+                _run_turn(runner, runner.run(turn.prompt, conversation_id=thread_id))
+                for runner, turn in zip(runners, turns, strict=True)
+            )
+        )
+    finally:
+        await cl.context.emitter.task_end()  # type: ignore[no-untyped-call]
+
+
+@cl.on_chat_resume
+async def on_chat_resume(thread: ThreadDict) -> None:
+    """A reopened thread (sidebar, F5, or a reconnect to a restarted server).
+
+    Every reply whose turn had not ended is followed again from chunk 0.
+    """
+    turns = unfinished_turns(thread.get("steps") or [])
+    if turns:
+        task = asyncio.create_task(_follow_unfinished(turns, thread["id"]))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+
+@cl.on_stop
+async def on_stop() -> None:
+    """The stop button: cancel this session's running workflows through the gateway."""
+    for runner in list(_runners_by_session.get(cl.context.session.id, ())):
+        await runner.request_stop()
+
+
+@cl.on_app_shutdown
+async def on_app_shutdown() -> None:
+    if _gateway is not None:
+        await _gateway.aclose()

@@ -1,0 +1,149 @@
+"""Markdown of the assistant's reply message, for every state a turn goes through.
+
+Pure functions, no Chainlit: a reply is the answer saved so far, followed (after a blank
+line) by one footer line of small badges: stage and progress while the workflow runs;
+duration, tokens, cost and a link to the workflow's Temporal history once it ended; and
+a clear sentence for a stop or an error. Nothing here ever shows a stack trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from ui.gateway_client import WorkflowStatus
+
+STARTING_TEXT = "Starting the answer…"
+
+
+@dataclass(frozen=True, slots=True)
+class TemporalLinks:
+    """Builds links to a workflow's history in the Temporal UI."""
+
+    base_url: str
+    namespace: str
+
+    def workflow_url(self, workflow_id: str) -> str:
+        base = self.base_url.rstrip("/")
+        return (
+            f"{base}/namespaces/{quote(self.namespace, safe='')}"
+            f"/workflows/{quote(workflow_id, safe='')}"
+        )
+
+
+def badge(text: str) -> str:
+    """One small badge (inline code, so it renders as a compact grey pill)."""
+    safe = text.replace("`", "'")
+    return f"`{safe}`"
+
+
+def _close_open_fence(answer: str) -> str:
+    """Close a code fence left open by a partial answer, so the footer stays outside it."""
+    fences = sum(1 for line in answer.splitlines() if line.lstrip().startswith("```"))
+    return answer + "\n```" if fences % 2 else answer
+
+
+def _compose(answer: str, *footer_lines: str) -> str:
+    body = _close_open_fence(answer.rstrip())
+    footer = "\n\n".join(line for line in footer_lines if line)
+    if body and footer:
+        return f"{body}\n\n{footer}"
+    return body or footer
+
+
+def progress_badges(status: WorkflowStatus | None) -> list[str]:
+    """Stage, progress and chunk count of a running workflow, as badges."""
+    if status is None:
+        return [badge("queued")]
+    badges = [badge(status.stage or status.status)]
+    if status.progress is not None:
+        badges.append(badge(f"{status.progress:.0f}%"))
+    if status.chunks_saved is not None:
+        total = f"/{status.total_chunks}" if status.total_chunks else ""
+        badges.append(badge(f"{status.chunks_saved}{total} chunks saved"))
+    return badges
+
+
+def _format_cost(cost_usd: float) -> str:
+    return f"${cost_usd:.2f}" if cost_usd >= 1 else f"${cost_usd:.4f}"
+
+
+def result_badges(status: WorkflowStatus) -> list[str]:
+    """Duration, tokens and estimated cost of an ended workflow, for the fields present."""
+    badges = []
+    if status.duration_ms is not None:
+        badges.append(badge(f"{status.duration_ms / 1000:.1f} s"))
+    if status.total_tokens is not None:
+        detail = ""
+        if status.prompt_tokens is not None and status.completion_tokens is not None:
+            detail = f" ({status.prompt_tokens} in, {status.completion_tokens} out)"
+        badges.append(badge(f"{status.total_tokens} tokens{detail}"))
+    if status.cost_usd is not None:
+        badges.append(badge(f"~{_format_cost(status.cost_usd)} estimated"))
+    return badges
+
+
+def history_link(links: TemporalLinks, workflow_id: str) -> str:
+    return f"[Temporal history ↗]({links.workflow_url(workflow_id)})"
+
+
+def render_starting() -> str:
+    return STARTING_TEXT
+
+
+def render_running(
+    answer: str,
+    status: WorkflowStatus | None,
+    *,
+    links: TemporalLinks,
+    workflow_id: str,
+    problem: str | None = None,
+    stopping: bool = False,
+) -> str:
+    """A reply whose workflow still runs: what is saved so far, then stage and progress."""
+    badges = progress_badges(status)
+    if stopping:
+        badges.insert(0, badge("stopping…"))
+    lines = [" ".join([*badges, history_link(links, workflow_id)])]
+    if status is not None and status.error:
+        lines.append(f"**Trouble, retrying**: {status.error}")
+    if problem:
+        lines.append(f"**Gateway unreachable, retrying**: {problem}")
+    return _compose(answer, *lines)
+
+
+def render_ended(answer: str, status: WorkflowStatus, *, links: TemporalLinks) -> str:
+    """A reply whose workflow ended: the answer, what happened, and the result badges."""
+    notice = ""
+    if status.status in ("cancelled", "canceled"):
+        kept = "what was saved is kept above." if answer.strip() else "nothing was saved yet."
+        notice = f"**Stopped**: the workflow was cancelled; {kept}"
+    elif status.status == "failed":
+        reason = status.error or "the workflow failed"
+        notice = f"**The answer failed**: {reason}"
+    elif status.status != "completed":
+        reason = f": {status.error}" if status.error else "."
+        notice = f"**The workflow ended as {status.status}**{reason}"
+    footer = " ".join([*result_badges(status), history_link(links, status.workflow_id)])
+    return _compose(answer, notice, footer)
+
+
+def render_rejected(message: str) -> str:
+    """The gateway refused the prompt (nothing was started)."""
+    return f"**This prompt was not accepted**: {message}"
+
+
+def render_start_failed(message: str) -> str:
+    """The gateway could not start the workflow."""
+    return f"**The answer could not be started**: {message}"
+
+
+def render_follow_failed(
+    answer: str, message: str, *, links: TemporalLinks, workflow_id: str
+) -> str:
+    """Following the workflow stopped on an error (e.g. the gateway lost track of it)."""
+    return _compose(
+        answer,
+        f"**Lost track of the answer**: {message}",
+        history_link(links, workflow_id),
+    )

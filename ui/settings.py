@@ -1,0 +1,51 @@
+"""Configuration of the Chainlit UI, read from the environment (and ``.env``).
+
+Every field maps to the environment variable of the same name in upper case:
+
+- ``GATEWAY_URL`` (``http://127.0.0.1:8000``): the gateway, the UI's only backend.
+- ``UI_HOST`` (``127.0.0.1``) and ``UI_PORT`` (``8501``): where Chainlit listens.
+- ``DATABASE_URL`` (``postgresql://postgres@127.0.0.1:5433/durable_chat``): the database of
+  Chainlit's data layer (users, conversations, messages); the same one as the backend's.
+- ``CHAINLIT_AUTH_SECRET`` (required): signs Chainlit's login tokens.
+- ``UI_USERNAME`` (``admin``) and ``UI_PASSWORD`` (required): the one password login.
+- ``TEMPORAL_UI_URL`` (``http://localhost:8233``) and ``TEMPORAL_NAMESPACE`` (``default``):
+  the links to each workflow's history.
+- ``UI_POLL_INTERVAL_S`` (``0.2``): pause between two polls of the gateway.
+- ``UI_GATEWAY_TIMEOUT_S`` (``10``): timeout of one gateway request.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class UISettings(BaseSettings):
+    """Everything the UI reads from its environment; secrets have no default."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    gateway_url: str = "http://127.0.0.1:8000"
+    ui_host: str = "127.0.0.1"
+    ui_port: int = 8501
+    database_url: str = "postgresql://postgres@127.0.0.1:5433/durable_chat"
+    chainlit_auth_secret: SecretStr
+    ui_username: str = "admin"
+    ui_password: SecretStr
+    temporal_ui_url: str = "http://localhost:8233"
+    temporal_namespace: str = "default"
+    ui_poll_interval_s: float = Field(default=0.2, gt=0)
+    ui_gateway_timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def asyncpg_dsn(self) -> str:
+        """``DATABASE_URL`` in the form asyncpg accepts (no SQLAlchemy driver suffix)."""
+        return self.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> UISettings:
+    """The process-wide settings, read once."""
+    return UISettings()  # type: ignore[call-arg]  # fields come from the environment

@@ -1,0 +1,74 @@
+"""What a reply message remembers about its turn, and finding the unfinished ones.
+
+Pure data, no Chainlit: a reply's persisted metadata holds a ``TurnRecord`` under
+``METADATA_KEY``; ``unfinished_turns`` reads a resumed thread's steps and returns the
+replies whose workflow may still be writing, with the prompt that started each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+METADATA_KEY = "durable_chat"
+
+TurnState = Literal["starting", "running", "done"]
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    """What a reply message remembers about its turn, in its persisted metadata.
+
+    ``prompt_message_id`` is the id of the user's message, and the idempotency key of
+    the workflow start.
+    """
+
+    prompt_message_id: str
+    workflow_id: str | None = None
+    state: TurnState = "starting"
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {METADATA_KEY: asdict(self)}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any] | None) -> TurnRecord | None:
+        data = (metadata or {}).get(METADATA_KEY)
+        if not isinstance(data, Mapping) or not data.get("prompt_message_id"):
+            return None
+        state = data.get("state")
+        return cls(
+            prompt_message_id=str(data["prompt_message_id"]),
+            workflow_id=str(data["workflow_id"]) if data.get("workflow_id") else None,
+            state=state if state in ("starting", "running", "done") else "running",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedTurn:
+    """A reply found in a resumed thread whose workflow may still be writing."""
+
+    reply: dict[str, Any]
+    record: TurnRecord
+    prompt: str | None
+
+
+def unfinished_turns(steps: Sequence[Mapping[str, Any]]) -> list[UnfinishedTurn]:
+    """The replies of a thread whose turn is not done, with the prompt that started them."""
+    prompts = {
+        str(step["id"]): str(step.get("output") or "")
+        for step in steps
+        if step.get("type") == "user_message"
+    }
+    found = []
+    for step in steps:
+        record = TurnRecord.from_metadata(step.get("metadata"))
+        if record is not None and record.state != "done":
+            found.append(
+                UnfinishedTurn(
+                    reply=dict(step),
+                    record=record,
+                    prompt=prompts.get(record.prompt_message_id),
+                )
+            )
+    return found
