@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     default_max_tokens: int = Field(default=512, ge=1)
     max_tokens_limit: int = Field(default=8192, ge=1)
     max_prompt_chars: int = Field(default=32_000, ge=1)
-    chunk_target_chars: int = Field(default=120, ge=8)
+    chunk_target_chars: int = Field(default=120, ge=32)
+    # save_chunk activities in flight per chat: bounded so a long answer does not flood
+    # the task queue, above 1 so checkpointing does not pay one round trip per chunk.
     checkpoint_window: int = Field(default=16, ge=1, le=256)
 
     # Gateway
