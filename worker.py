@@ -39,7 +39,7 @@ log = structlog.get_logger("worker")
 # How long a workflow task waits on a dead worker's sticky queue before any worker may
 # take it (the SDK default is 10 s). Short, so a killed worker is replaced quickly; the
 # cost is an occasional full replay when a live worker is slow to poll.
-STICKY_SCHEDULE_TO_START = timedelta(seconds=2)
+STICKY_SCHEDULE_TO_START = timedelta(seconds=1)
 # On SIGTERM, in-flight activities get this long to finish before they are cancelled.
 GRACEFUL_SHUTDOWN = timedelta(seconds=5)
 

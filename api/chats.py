@@ -25,6 +25,7 @@ from common.errors import ChatNotFoundError, DependencyUnavailableError
 from common.models import ChatRequest, Progress, Stage
 from common.settings import Settings
 from storage import ChatStore, GenerationRow
+from workflows import policies
 from workflows.chat import ChatStreamingWorkflow
 
 log = structlog.get_logger(__name__)
@@ -106,6 +107,7 @@ async def start_chat(
                 else WorkflowIDReusePolicy.ALLOW_DUPLICATE
             ),
             static_summary=summary_for(body.prompt, model),
+            task_timeout=policies.WORKFLOW_TASK_TIMEOUT,
         )
     except WorkflowAlreadyStartedError:
         if not keyed:

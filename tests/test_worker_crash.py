@@ -16,6 +16,7 @@ from tests.helpers import (
     unique_prompt,
     wait_for,
 )
+from workflows import policies
 from workflows.chat import ChatStreamingWorkflow
 
 
@@ -34,7 +35,11 @@ async def test_kill_9_mid_checkpoint_resumes_without_loss_or_duplicates(
         prompt=prompt, max_tokens=max_tokens, chunk_target_chars=8, checkpoint_window=1
     )
     handle = await temporal_client.start_workflow(
-        ChatStreamingWorkflow.run, request, id=f"chat-test-{uuid.uuid4()}", task_queue="chat-queue"
+        ChatStreamingWorkflow.run,
+        request,
+        id=f"chat-test-{uuid.uuid4()}",
+        task_queue="chat-queue",
+        task_timeout=policies.WORKFLOW_TASK_TIMEOUT,  # as the gateway starts chats
     )
 
     async def twenty_saved():  # type: ignore[no-untyped-def]
@@ -44,11 +49,25 @@ async def test_kill_9_mid_checkpoint_resumes_without_loss_or_duplicates(
     before = await wait_for(twenty_saved, timeout_s=60, interval_s=0.05)
     victim_identity = before[-1]["worker"]
     victim = next(w for w in fleet.workers if w.alive() and w.pid == _pid_of(victim_identity))
+    killed_at = await db.fetchval("SELECT clock_timestamp()")
     victim.kill()  # SIGKILL: no graceful shutdown, no chance to report anything
     saved_at_kill = len(await chunk_rows(db, handle.id))
 
     result = await handle.result(rpc_timeout=None)
     rows = await chunk_rows(db, handle.id)
+
+    # Checkpointing went on quickly (measured exactly by bench/recovery.py; loose here).
+    times = [killed_at] + [
+        r["created_at"]
+        for r in await db.fetch(
+            "SELECT created_at FROM chunks WHERE workflow_id = $1 AND created_at > $2 "
+            "ORDER BY created_at",
+            handle.id,
+            killed_at,
+        )
+    ]
+    longest_stall = max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
+    assert longest_stall < 5, f"checkpointing stalled {longest_stall:.1f} s after the kill"
 
     # Every chunk exactly once (the primary key forbids duplicates; no gap either).
     assert [r["idx"] for r in rows] == list(range(result.total_chunks))
