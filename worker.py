@@ -23,14 +23,16 @@ from temporalio.worker import (
     Worker,
 )
 
+from activities.cache import CacheActivities
 from activities.checkpoints import CheckpointActivities
 from activities.generation import GenerationActivities
 from activities.validation import validate_prompt
 from common.llm import build_llm_client
 from common.log import configure_logging
+from common.pricing import DEFAULT_PRICES
 from common.settings import get_settings
 from common.temporal import connect_temporal
-from storage import ChatStore, apply_migrations, create_pool
+from storage import AnswerCacheStore, ChatStore, apply_migrations, create_pool
 from storage.pool import wait_for_database
 from workflows.chat import ChatStreamingWorkflow
 
@@ -90,7 +92,9 @@ async def run_worker() -> None:
     client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
     llm = build_llm_client(settings)
 
-    checkpoints = CheckpointActivities(ChatStore(pool), identity)
+    prices = {**DEFAULT_PRICES, **settings.llm_prices}
+    checkpoints = CheckpointActivities(ChatStore(pool), identity, prices)
+    cache = CacheActivities(AnswerCacheStore(pool), prices)
     generation = GenerationActivities(llm, ChatStore(pool))
     worker = Worker(
         client,
@@ -101,6 +105,9 @@ async def run_worker() -> None:
             generation.generate_full_text,
             checkpoints.save_chunk,
             checkpoints.record_generation,
+            cache.claim_or_reuse_answer,
+            cache.remember_answer,
+            cache.release_answer_claim,
         ],
         identity=identity,
         interceptors=[_BindActivityContext(identity)],

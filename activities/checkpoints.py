@@ -5,7 +5,8 @@ from __future__ import annotations
 import structlog
 from temporalio import activity
 
-from common.models import ChunkToSave, GenerationUpdate, SavedChunk
+from common.models import ChunkToSave, GenerationUpdate, SavedChunk, Usage
+from common.pricing import ModelPrice, estimate_cost_usd
 from storage import ChatStore
 
 log = structlog.get_logger(__name__)
@@ -14,9 +15,12 @@ log = structlog.get_logger(__name__)
 class CheckpointActivities:
     """Activities that write the durable record users read, bound to one worker's pool."""
 
-    def __init__(self, store: ChatStore, worker_identity: str) -> None:
+    def __init__(
+        self, store: ChatStore, worker_identity: str, prices: dict[str, ModelPrice]
+    ) -> None:
         self._store = store
         self._worker = worker_identity
+        self._prices = prices
 
     @activity.defn(name="save_chunk")
     async def save_chunk(self, chunk: ChunkToSave) -> SavedChunk:
@@ -42,6 +46,12 @@ class CheckpointActivities:
     async def record_generation(self, update: GenerationUpdate) -> None:
         """Upsert the chat's `generations` row (stage, totals, usage, error).
 
-        Idempotent: the same update applied twice leaves the same row.
+        When the update carries the LLM's token usage, the estimated cost is computed
+        from the price table (`LLM_PRICES`) and stored with it. Idempotent: the same
+        update applied twice leaves the same row.
         """
-        await self._store.record_generation(update)
+        cost = None
+        if update.completion_tokens is not None and not update.cache_hit and update.model:
+            usage = Usage(update.prompt_tokens or 0, update.completion_tokens)
+            cost = estimate_cost_usd(update.model, usage, self._prices)
+        await self._store.record_generation(update, cost)

@@ -75,7 +75,7 @@ async def start_chat(
     """
     history = []
     if body.conversation_id:
-        history = await _db(store.conversation_turns(body.conversation_id, user_id))
+        history = await db_call(store.conversation_turns(body.conversation_id, user_id))
     model = body.model or settings.effective_model
     request = ChatRequest(
         prompt=body.prompt,
@@ -89,6 +89,8 @@ async def start_chat(
         chunk_target_chars=settings.chunk_target_chars,
         checkpoint_window=settings.checkpoint_window,
         max_prompt_chars=settings.max_prompt_chars,
+        use_cache=settings.cache_enabled and body.cache,
+        cache_ttl_s=settings.cache_ttl_s,
     )
     workflow_id = workflow_id_for(user_id, body.idempotency_key)
     keyed = body.idempotency_key is not None
@@ -165,11 +167,11 @@ async def chunk_page(
     client: Client, store: ChatStore, workflow_id: str, from_id: int, limit: int
 ) -> ChunkPage:
     """Chunks from cursor `from_id`, contiguous, with the cursor to ask for next."""
-    row = await _db(store.get_generation(workflow_id))
+    row = await db_call(store.get_generation(workflow_id))
     if row is None:
         await _ensure_exists(client, workflow_id)
         return ChunkPage(workflow_id=workflow_id, chunks=[], next_from_id=from_id, status="running")
-    chunks = await _db(store.get_chunks(workflow_id, from_id, limit))
+    chunks = await db_call(store.get_chunks(workflow_id, from_id, limit))
     return ChunkPage(
         workflow_id=workflow_id,
         chunks=[ChunkOut(id=c.id, text=c.text, worker=c.worker, attempt=c.attempt) for c in chunks],
@@ -231,6 +233,7 @@ def _status_from_progress(
         provider=status.provider if status else None,
         usage=status.usage if status else None,
         created_at=status.created_at if status else None,
+        cost_usd=status.cost_usd if status else None,
         temporal_ui_url=temporal_ui_link(settings, workflow_id),
     )
 
@@ -273,13 +276,18 @@ def _status_from_row(
         created_at=row.created_at,
         completed_at=row.completed_at,
         duration_ms=duration_ms,
+        cache_hit=row.cache_hit,
+        cached_from=row.cached_from,
+        cost_usd=row.cost_usd,
+        saved_usd=row.saved_usd,
+        saved_ms=row.saved_ms,
         temporal_ui_url=temporal_ui_link(settings, row.workflow_id),
     )
 
 
 async def ensure_chat_exists(client: Client, store: ChatStore, workflow_id: str) -> None:
     """Raise ChatNotFoundError unless PostgreSQL or Temporal knows this chat."""
-    if await _db(store.get_generation(workflow_id)) is None:
+    if await db_call(store.get_generation(workflow_id)) is None:
         await _ensure_exists(client, workflow_id)
 
 
@@ -298,7 +306,7 @@ def _temporal_error(err: RPCError) -> Exception:
     return err
 
 
-async def _db(awaitable: Awaitable[T]) -> T:
+async def db_call(awaitable: Awaitable[T]) -> T:
     """Await a storage call; a database that cannot answer becomes a 503."""
     try:
         return await awaitable

@@ -12,10 +12,10 @@ from temporalio.client import Client
 
 from api.errors import install_error_handlers
 from api.events import ChatEventHub
-from api.routes import events, health, workflows
+from api.routes import events, health, stats, workflows
 from common.log import configure_logging
 from common.settings import Settings, get_settings
-from storage import ChatStore, apply_migrations, create_pool
+from storage import AnswerCacheStore, ChatStore, apply_migrations, create_pool
 from storage.pool import wait_for_database
 
 log = structlog.get_logger("gateway")
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         pool = await create_pool(settings.database_url)
         app.state.store = ChatStore(pool)
+        app.state.answer_cache = AnswerCacheStore(pool)
         app.state.hub = ChatEventHub(settings.database_url)
         preparing = asyncio.create_task(_prepare_database(settings.database_url))
         listening = asyncio.create_task(app.state.hub.run())
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(workflows.router)
     app.include_router(events.router)
+    app.include_router(stats.router)
     return app
 
 

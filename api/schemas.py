@@ -22,6 +22,11 @@ class StartChatBody(BaseModel):
     model: str | None = Field(default=None, max_length=200, description="Defaults to LLM_MODEL.")
     max_tokens: int | None = Field(default=None, ge=1, description="Answer length bound.")
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    cache: bool = Field(
+        default=True,
+        description="Answer from the answer cache when an identical request was answered "
+        "recently (and let identical requests share one LLM call). false: always generate.",
+    )
     idempotency_key: str | None = Field(
         default=None,
         pattern=_ID_PATTERN,
@@ -59,6 +64,13 @@ class ChatStatus(BaseModel):
     created_at: datetime | None = None
     completed_at: datetime | None = None
     duration_ms: int | None = None
+    cache_hit: bool = False
+    cached_from: str | None = Field(default=None, description="The chat a cache hit reused.")
+    cost_usd: float | None = Field(default=None, description="Estimated LLM cost of this chat.")
+    saved_usd: float | None = Field(default=None, description="For a cache hit: cost avoided.")
+    saved_ms: int | None = Field(
+        default=None, description="For a cache hit: generation time avoided."
+    )
     temporal_ui_url: str
 
 
@@ -84,3 +96,16 @@ class CancelResponse(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class Stats(BaseModel):
+    """Totals over every chat in the database."""
+
+    generations: int
+    llm_calls: int = Field(description="Chats that called the LLM (cache hits did not).")
+    cache_hits: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    saved_usd: float = Field(description="Cost avoided by cache hits.")
+    saved_ms: int = Field(description="Generation time avoided by cache hits.")

@@ -63,6 +63,8 @@ class ChatRequest:
     chunk_target_chars: int = 120
     checkpoint_window: int = 16
     max_prompt_chars: int = 32_000
+    use_cache: bool = False
+    cache_ttl_s: int = 3600
 
 
 @dataclass
@@ -75,6 +77,7 @@ class ChatResult:
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     provider: str = ""
+    cache_hit: bool = False
 
 
 @dataclass
@@ -154,3 +157,51 @@ class GenerationUpdate:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     error: str | None = None
+    cache_key: str | None = None
+    cache_hit: bool | None = None
+    cached_from: str | None = None
+    saved_ms: int | None = None
+    saved_usd: float | None = None
+
+
+@dataclass
+class AnswerLookup:
+    """Ask the answer cache for `cache_key`: reuse a ready answer, or claim the key."""
+
+    workflow_id: str
+    cache_key: str
+    chunk_target_chars: int = 120
+
+
+@dataclass
+class CacheOutcome:
+    """A hit (the chat's chunks were copied from the cache) or a claim (go and generate)."""
+
+    hit: bool
+    total_chunks: int = 0
+    text_chars: int = 0
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    cached_from: str | None = None
+    saved_ms: int | None = None
+    saved_usd: float | None = None
+
+
+@dataclass
+class AnswerToRemember:
+    """Store the answer this chat checkpointed under `cache_key` (text read from its chunks)."""
+
+    workflow_id: str
+    cache_key: str
+    ttl_s: int
+    model: str
+    usage: Usage
+    generation_ms: int
+
+
+@dataclass
+class CacheClaim:
+    """A claim on `cache_key` held by `workflow_id`, to release when the chat fails."""
+
+    workflow_id: str
+    cache_key: str

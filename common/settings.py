@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.pricing import DEFAULT_PRICES, ModelPrice
+
 TASK_QUEUE = "chat-queue"
 
 
@@ -37,6 +39,11 @@ class Settings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     simulator_url: str = "http://127.0.0.1:8300/v1"
     llm_request_timeout_s: float = 120.0
+
+    # Answer cache and cost accounting
+    cache_enabled: bool = True
+    cache_ttl_s: int = Field(default=3600, ge=1)
+    llm_prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
 
     # Answers
     default_max_tokens: int = Field(default=512, ge=1)

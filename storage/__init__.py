@@ -4,16 +4,21 @@ All SQL of durable-chat lives in this package, parameterised; nothing else
 formats a query.
 """
 
+from storage.answer_cache import AnswerCacheStore, CachedAnswer, ClaimResult, Totals
 from storage.chats import EVENTS_CHANNEL, ChatEvent, ChatStore, ChunkRow, GenerationRow
 from storage.migrate import apply_migrations
 from storage.pool import create_pool, ensure_database
 
 __all__ = [
     "EVENTS_CHANNEL",
+    "AnswerCacheStore",
+    "CachedAnswer",
     "ChatEvent",
     "ChatStore",
     "ChunkRow",
+    "ClaimResult",
     "GenerationRow",
+    "Totals",
     "apply_migrations",
     "create_pool",
     "ensure_database",

@@ -39,6 +39,12 @@ class GenerationRow:
     updated_at: datetime
     completed_at: datetime | None
     last_event_seq: int = 0
+    cache_key: str | None = None
+    cache_hit: bool = False
+    cached_from: str | None = None
+    cost_usd: float | None = None
+    saved_usd: float | None = None
+    saved_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,11 @@ _FINAL_STAGES = [s.value for s in Stage if s.is_final]
 _UPSERT_GENERATION = """
     INSERT INTO generations AS g (
         workflow_id, stage, conversation_id, user_id, prompt, model, provider,
-        total_chunks, prompt_tokens, completion_tokens, error, completed_at)
+        total_chunks, prompt_tokens, completion_tokens, error, completed_at,
+        cache_key, cache_hit, cached_from, saved_ms, saved_usd, cost_usd)
     VALUES ($1, $2, $3, COALESCE($4, 'anonymous'), COALESCE($5, ''), $6, $7,
-            $8, $9, $10, $11, CASE WHEN $2 = ANY($12::text[]) THEN now() END)
+            $8, $9, $10, $11, CASE WHEN $2 = ANY($12::text[]) THEN now() END,
+            $13, COALESCE($14, false), $15, $16, $17, $18)
     ON CONFLICT (workflow_id) DO UPDATE SET
         stage             = EXCLUDED.stage,
         conversation_id   = COALESCE($3, g.conversation_id),
@@ -73,11 +81,17 @@ _UPSERT_GENERATION = """
         completion_tokens = COALESCE($10, g.completion_tokens),
         error             = COALESCE($11, g.error),
         updated_at        = now(),
-        completed_at      = COALESCE(g.completed_at, EXCLUDED.completed_at)
+        completed_at      = COALESCE(g.completed_at, EXCLUDED.completed_at),
+        cache_key         = COALESCE($13, g.cache_key),
+        cache_hit         = COALESCE($14, g.cache_hit),
+        cached_from       = COALESCE($15, g.cached_from),
+        saved_ms          = COALESCE($16, g.saved_ms),
+        saved_usd         = COALESCE($17, g.saved_usd),
+        cost_usd          = COALESCE($18, g.cost_usd)
 """
 
 
-def _upsert_args(update: GenerationUpdate) -> tuple[object, ...]:
+def _upsert_args(update: GenerationUpdate, cost_usd: float | None) -> tuple[object, ...]:
     return (
         update.workflow_id,
         update.stage.value,
@@ -91,10 +105,16 @@ def _upsert_args(update: GenerationUpdate) -> tuple[object, ...]:
         update.completion_tokens,
         update.error,
         _FINAL_STAGES,
+        update.cache_key,
+        update.cache_hit,
+        update.cached_from,
+        update.saved_ms,
+        update.saved_usd,
+        cost_usd,
     )
 
 
-async def _append_event(
+async def append_event(
     conn: asyncpg.Connection, workflow_id: str, type_: str, data: dict[str, Any]
 ) -> int:
     """Allocate the chat's next seq (row lock on the generation) and insert the event.
@@ -134,7 +154,9 @@ class ChatStore:
         """Raise unless PostgreSQL answers and the schema is in place."""
         await self._pool.fetchval("SELECT count(*) FROM schema_migrations")
 
-    async def record_generation(self, update: GenerationUpdate) -> None:
+    async def record_generation(
+        self, update: GenerationUpdate, cost_usd: float | None = None
+    ) -> None:
         """Upsert the generation row; `None` fields keep what is stored.
 
         When the stage changes, a `stage` event (and, for a final stage, a terminal
@@ -147,15 +169,17 @@ class ChatStore:
                 "SELECT stage FROM generations WHERE workflow_id = $1 FOR UPDATE",
                 update.workflow_id,
             )
-            await conn.execute(_UPSERT_GENERATION, *_upsert_args(update))
+            await conn.execute(_UPSERT_GENERATION, *_upsert_args(update, cost_usd))
             if previous == update.stage.value:
                 return
             stage_event: dict[str, Any] = {"stage": update.stage.value}
+            if update.cache_hit:
+                stage_event["cache_hit"] = True
             if update.total_chunks is not None:
                 stage_event["total_chunks"] = update.total_chunks
-            await _append_event(conn, update.workflow_id, "stage", stage_event)
+            await append_event(conn, update.workflow_id, "stage", stage_event)
             if update.stage.is_final:
-                await _append_event(
+                await append_event(
                     conn, update.workflow_id, update.stage.value, {"error": update.error}
                 )
 
@@ -183,7 +207,7 @@ class ChatStore:
             )
             if not inserted:
                 return False
-            await _append_event(
+            await append_event(
                 conn, workflow_id, "chunk", {"index": index, "text": text, "total": total}
             )
             return True
@@ -191,7 +215,7 @@ class ChatStore:
     async def append_event(self, workflow_id: str, type_: str, data: dict[str, Any]) -> int:
         """Append one event to the chat's log (and notify listeners); return its seq."""
         async with self._pool.acquire() as conn, conn.transaction():
-            return await _append_event(conn, workflow_id, type_, data)
+            return await append_event(conn, workflow_id, type_, data)
 
     async def events_after(
         self, workflow_id: str, after_seq: int, limit: int = 1000
@@ -221,6 +245,9 @@ class ChatStore:
             return None
         values = dict(row)
         values["stage"] = Stage(values["stage"])
+        for money in ("cost_usd", "saved_usd"):
+            if values.get(money) is not None:
+                values[money] = float(values[money])
         return GenerationRow(**values)
 
     async def get_chunks(self, workflow_id: str, from_id: int, limit: int = 500) -> list[ChunkRow]:

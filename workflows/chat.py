@@ -14,10 +14,16 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from activities.cache import CacheActivities
     from activities.checkpoints import CheckpointActivities
     from activities.generation import GenerationActivities
     from activities.validation import validate_prompt
+    from common.cache_key import answer_cache_key
     from common.models import (
+        AnswerLookup,
+        AnswerToRemember,
+        CacheClaim,
+        CacheOutcome,
         ChatRequest,
         ChatResult,
         ChunkToSave,
@@ -31,6 +37,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policies
     from workflows.chunking import split_into_chunks
 
+
+# Patch ids (workflow.patched): behaviour added while chats may be running. A chat
+# started before a patch replays without it; see docs/upgrades.md.
+PATCH_ANSWER_CACHE = "answer-cache-1"
 
 # Activities whose results a resuming worker takes from the history, by stage.
 _DONE_BEFORE: dict[Stage, tuple[str, ...]] = {
@@ -46,6 +56,7 @@ class ChatStreamingWorkflow:
         self._progress = Progress()
         self._started_in_replay = False
         self._resume_logged = False
+        self._cache_claim: CacheClaim | None = None
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
@@ -66,12 +77,28 @@ class ChatStreamingWorkflow:
                 summary="validate_prompt",
             )
 
-            await self._enter(Stage.GENERATING, GenerationUpdate(workflow_id, Stage.GENERATING))
+            messages = _messages(request)
+            cache_key: str | None = None
+            if request.use_cache and workflow.patched(PATCH_ANSWER_CACHE):
+                cache_key = answer_cache_key(
+                    messages, request.provider, request.model, request.max_tokens,
+                    request.temperature,
+                )  # fmt: skip
+                outcome = await self._reuse_or_claim(workflow_id, cache_key, request)
+                if outcome.hit:
+                    return await self._complete_from_cache(workflow_id, request, outcome)
+                self._cache_claim = CacheClaim(workflow_id=workflow_id, cache_key=cache_key)
+
+            await self._enter(
+                Stage.GENERATING,
+                GenerationUpdate(workflow_id, Stage.GENERATING, cache_key=cache_key),
+            )
+            generation_started = workflow.now()
             generated = await workflow.execute_activity_method(
                 GenerationActivities.generate_full_text,
                 GenerationRequest(
                     workflow_id=workflow_id,
-                    messages=_messages(request),
+                    messages=messages,
                     model=request.model,
                     max_tokens=request.max_tokens,
                     temperature=request.temperature,
@@ -82,6 +109,7 @@ class ChatStreamingWorkflow:
                 summary=f"generate_full_text ({request.model}, ≤{request.max_tokens} tokens)",
             )
 
+            generation_ms = int((workflow.now() - generation_started).total_seconds() * 1000)
             chunks = split_into_chunks(generated.text, request.chunk_target_chars)
             self._progress.total_chunks = len(chunks)
             await self._enter(
@@ -96,6 +124,22 @@ class ChatStreamingWorkflow:
                 ),
             )
             await self._save_chunks(workflow_id, chunks, request.checkpoint_window)
+            if cache_key is not None:
+                await workflow.execute_activity_method(
+                    CacheActivities.remember_answer,
+                    AnswerToRemember(
+                        workflow_id=workflow_id,
+                        cache_key=cache_key,
+                        ttl_s=request.cache_ttl_s,
+                        model=generated.model or request.model,
+                        usage=generated.usage,
+                        generation_ms=generation_ms,
+                    ),
+                    start_to_close_timeout=policies.CACHE_WRITE_TIMEOUT,
+                    retry_policy=policies.CACHE_RETRY,
+                    summary="remember_answer (answer cache)",
+                )
+                self._cache_claim = None
 
             await self._enter(Stage.COMPLETED, GenerationUpdate(workflow_id, Stage.COMPLETED))
             return ChatResult(
@@ -116,6 +160,53 @@ class ChatStreamingWorkflow:
             message, error_type = _describe(err)
             await self._finish(workflow_id, Stage.FAILED, message)
             raise ApplicationError(message, type=error_type, non_retryable=True) from err
+
+    async def _reuse_or_claim(
+        self, workflow_id: str, cache_key: str, request: ChatRequest
+    ) -> CacheOutcome:
+        return await workflow.execute_activity_method(
+            CacheActivities.claim_or_reuse_answer,
+            AnswerLookup(
+                workflow_id=workflow_id,
+                cache_key=cache_key,
+                chunk_target_chars=request.chunk_target_chars,
+            ),
+            start_to_close_timeout=policies.CACHE_LOOKUP_TIMEOUT,
+            heartbeat_timeout=policies.CACHE_LOOKUP_HEARTBEAT_TIMEOUT,
+            retry_policy=policies.CACHE_RETRY,
+            summary="claim_or_reuse_answer (answer cache)",
+        )
+
+    async def _complete_from_cache(
+        self, workflow_id: str, request: ChatRequest, outcome: CacheOutcome
+    ) -> ChatResult:
+        """A cache hit: the chunks were copied by the lookup; no LLM call was made."""
+        self._progress.total_chunks = outcome.total_chunks
+        self._progress.chunks_saved = outcome.total_chunks
+        await self._enter(
+            Stage.COMPLETED,
+            GenerationUpdate(
+                workflow_id,
+                Stage.COMPLETED,
+                model=outcome.model or request.model,
+                total_chunks=outcome.total_chunks,
+                prompt_tokens=outcome.usage.prompt_tokens,
+                completion_tokens=outcome.usage.completion_tokens,
+                cache_hit=True,
+                cached_from=outcome.cached_from,
+                saved_ms=outcome.saved_ms,
+                saved_usd=outcome.saved_usd,
+            ),
+        )
+        return ChatResult(
+            workflow_id=workflow_id,
+            total_chunks=outcome.total_chunks,
+            text_chars=outcome.text_chars,
+            usage=outcome.usage,
+            model=outcome.model or request.model,
+            provider=request.provider,
+            cache_hit=True,
+        )
 
     async def _save_chunks(self, workflow_id: str, chunks: list[str], window_size: int) -> None:
         """One save_chunk activity per chunk, at most `window_size` in flight.
@@ -154,6 +245,15 @@ class ChatStreamingWorkflow:
     async def _finish(self, workflow_id: str, stage: Stage, message: str) -> None:
         self._progress.stage = stage
         self._progress.error = message
+        if self._cache_claim is not None:  # let an identical chat waiting on us generate
+            await workflow.execute_activity_method(
+                CacheActivities.release_answer_claim,
+                self._cache_claim,
+                start_to_close_timeout=policies.CACHE_WRITE_TIMEOUT,
+                retry_policy=policies.CACHE_RETRY,
+                summary="release_answer_claim (answer cache)",
+            )
+            self._cache_claim = None
         await self._record(GenerationUpdate(workflow_id, stage, error=message))
 
     async def _record(self, update: GenerationUpdate) -> None:

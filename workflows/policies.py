@@ -59,6 +59,19 @@ SAVE_CHUNK_RETRY = RetryPolicy(
     maximum_attempts=0,
 )
 
+# claim_or_reuse_answer: a lookup (milliseconds), or a wait while an identical chat
+# generates the same answer. The wait is bounded by the longest generation plus its
+# checkpointing; the heartbeat finds a dead worker quickly.
+CACHE_LOOKUP_TIMEOUT = GENERATE_TIMEOUT + timedelta(minutes=5)
+CACHE_LOOKUP_HEARTBEAT_TIMEOUT = timedelta(seconds=3)
+CACHE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=5),
+    maximum_attempts=0,
+)
+CACHE_WRITE_TIMEOUT = timedelta(seconds=5)
+
 # record_generation: one upsert of the generation row, same reasoning as save_chunk.
 RECORD_TIMEOUT = timedelta(seconds=5)
 RECORD_RETRY = SAVE_CHUNK_RETRY

@@ -1,0 +1,89 @@
+"""The answer cache: reuse a ready answer, or claim the key so identical chats wait."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from temporalio import activity
+
+from common.models import AnswerLookup, AnswerToRemember, CacheClaim, CacheOutcome, Usage
+from common.pricing import ModelPrice, estimate_cost_usd
+from storage import AnswerCacheStore, ClaimResult
+from workflows.chunking import split_into_chunks
+
+log = structlog.get_logger(__name__)
+
+# While another chat generates the same answer, check for it this often.
+WAIT_POLL_S = 0.1
+
+
+class CacheActivities:
+    def __init__(self, cache: AnswerCacheStore, prices: dict[str, ModelPrice]) -> None:
+        self._cache = cache
+        self._prices = prices
+
+    @activity.defn(name="claim_or_reuse_answer")
+    async def claim_or_reuse_answer(self, lookup: AnswerLookup) -> CacheOutcome:
+        """A hit: copy the cached answer into this chat's chunks (with their events) and
+        return what was saved. A miss: claim the key and return `hit=False`; the chat
+        then calls the LLM. If an identical chat is generating right now, wait for it
+        (heartbeating) and reuse its answer: one LLM call for both.
+
+        Idempotent: a retry finds the key claimed by this chat, or the chunks already
+        copied (inserts are keyed by chunk index).
+        """
+        waited = False
+        while True:
+            result, answer = await self._cache.claim_or_get(lookup.cache_key, lookup.workflow_id)
+            if result is ClaimResult.CLAIMED:
+                return CacheOutcome(hit=False)
+            if result is ClaimResult.READY and answer is not None:
+                chunks = split_into_chunks(answer.text, lookup.chunk_target_chars)
+                await self._cache.copy_into_chat(lookup.workflow_id, chunks)
+                log.info(
+                    "answer cache hit",
+                    cached_from=answer.owner_workflow_id,
+                    waited_for_it=waited,
+                    chunks=len(chunks),
+                )
+                return CacheOutcome(
+                    hit=True,
+                    total_chunks=len(chunks),
+                    text_chars=len(answer.text),
+                    usage=Usage(answer.prompt_tokens, answer.completion_tokens),
+                    model=answer.model or "",
+                    cached_from=answer.owner_workflow_id,
+                    saved_ms=answer.generation_ms,
+                    saved_usd=answer.cost_usd,
+                )
+            if not waited:
+                log.info("identical chat in progress: waiting for its answer")
+                waited = True
+            activity.heartbeat("waiting for an identical chat")
+            await asyncio.sleep(WAIT_POLL_S)
+
+    @activity.defn(name="remember_answer")
+    async def remember_answer(self, answer: AnswerToRemember) -> bool:
+        """Store the chat's checkpointed answer under its key for `ttl_s` seconds.
+
+        The text is read from the chat's chunks in PostgreSQL, not passed through the
+        workflow history a second time. Idempotent (an upsert by key).
+        """
+        cost = estimate_cost_usd(answer.model, answer.usage, self._prices)
+        return await self._cache.remember(
+            answer.cache_key,
+            answer.workflow_id,
+            answer.ttl_s,
+            answer.model,
+            answer.usage.prompt_tokens,
+            answer.usage.completion_tokens,
+            answer.generation_ms,
+            cost,
+        )
+
+    @activity.defn(name="release_answer_claim")
+    async def release_answer_claim(self, claim: CacheClaim) -> None:
+        """Free the key of a chat that failed or was cancelled, so a waiting identical
+        chat claims it and generates. Idempotent (a delete)."""
+        await self._cache.release(claim.cache_key, claim.workflow_id)
