@@ -42,6 +42,9 @@ log = structlog.get_logger("worker")
 # take it (the SDK default is 10 s). Short, so a killed worker is replaced quickly; the
 # cost is an occasional full replay when a live worker is slow to poll.
 STICKY_SCHEDULE_TO_START = timedelta(seconds=1)
+# Heartbeat details reach the server at most this late (the SDK default is up to 80% of
+# the heartbeat timeout): a resumable generation's resume point must not lag behind.
+MAX_HEARTBEAT_THROTTLE = timedelta(seconds=1)
 # On SIGTERM, in-flight activities get this long to finish before they are cancelled.
 GRACEFUL_SHUTDOWN = timedelta(seconds=5)
 
@@ -115,6 +118,7 @@ async def run_worker() -> None:
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
     )
 
     stop = asyncio.Event()

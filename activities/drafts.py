@@ -25,14 +25,45 @@ FLUSH_INTERVAL_S = 0.05
 class DraftPublisher:
     """Appends one attempt's streamed text to the chat's event log, in batches."""
 
-    def __init__(self, store: ChatStore, workflow_id: str, attempt: int) -> None:
+    def __init__(
+        self, store: ChatStore, workflow_id: str, attempt: int, published_chars: int = 0
+    ) -> None:
         self._store = store
-        self._workflow_id = workflow_id
+        self.workflow_id = workflow_id
         self._attempt = attempt
         self._pending: list[str] = []
-        self._published_chars = 0
+        self._pending_seq: int | None = None
+        self._published_chars = published_chars
         self._last_flush = 0.0
         self._broken = False
+        self.response_id: str | None = None
+        """The provider's id of a resumable (background) generation, once known."""
+        self.published_seq: int | None = None
+        """Provider sequence number of the last delta viewers have (resume point)."""
+
+    @property
+    def published_chars(self) -> int:
+        return self._published_chars
+
+    def continue_from(self, response_id: str, seq: int | None, published_chars: int) -> None:
+        """Continue the preview a previous attempt published (resumable generation)."""
+        self.response_id = response_id
+        self.published_seq = seq
+        self._published_chars = published_chars
+
+    def discard_pending(self) -> None:
+        """Forget deltas received but not yet published: the provider sends them again
+        when the stream is re-attached after `published_seq`."""
+        self._pending.clear()
+        self._pending_seq = None
+
+    async def start_over(self, reason: str) -> None:
+        """Drop the preview (a `reset` for viewers) and forget the generation."""
+        self._pending.clear()
+        self.response_id = None
+        self.published_seq = None
+        self._published_chars = 0
+        await self.restart(reason)
 
     @property
     def chars(self) -> int:
@@ -43,8 +74,9 @@ class DraftPublisher:
         """Tell viewers to drop the preview they have: this attempt starts from scratch."""
         await self._append("reset", {"attempt": self._attempt, "reason": reason})
 
-    async def add(self, delta: str) -> None:
+    async def add(self, delta: str, provider_seq: int | None = None) -> None:
         self._pending.append(delta)
+        self._pending_seq = provider_seq
         now = time.monotonic()
         if self._published_chars == 0 or now - self._last_flush >= FLUSH_INTERVAL_S:
             await self.flush()
@@ -53,18 +85,25 @@ class DraftPublisher:
         if not self._pending:
             return
         text = "".join(self._pending)
+        seq = self._pending_seq
         self._pending.clear()
-        offset = self._published_chars
-        self._published_chars += len(text)
         self._last_flush = time.monotonic()
-        await self._append("delta", {"attempt": self._attempt, "offset": offset, "text": text})
+        data: dict[str, Any] = {"attempt": self._attempt, "offset": self._published_chars}
+        data["text"] = text
+        if self.response_id is not None and seq is not None:
+            data.update(response_id=self.response_id, seq=seq)
+        if await self._append("delta", data):
+            self._published_chars += len(text)
+            self.published_seq = seq
 
-    async def _append(self, type_: str, data: dict[str, Any]) -> None:
+    async def _append(self, type_: str, data: dict[str, Any]) -> bool:
         if self._broken:
-            return
+            return False
         try:
-            await self._store.append_event(self._workflow_id, type_, data)
+            await self._store.append_event(self.workflow_id, type_, data)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, LookupError) as err:
             # The preview stops; the answer itself is unaffected.
             self._broken = True
             log.warning("live preview unavailable for this attempt", error=str(err))
+            return False
+        return True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import cast
 
@@ -14,7 +14,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.drafts import DraftPublisher
-from common.models import GeneratedText, GenerationRequest, Usage
+from activities.resumable import GenerationFailedAtProvider, generate_resumable, heartbeat_details
+from common.models import GeneratedText, GenerationMode, GenerationRequest, Usage
 from storage import ChatStore
 
 log = structlog.get_logger(__name__)
@@ -55,17 +56,28 @@ class GenerationActivities:
         """
         info = activity.info()
         drafts = DraftPublisher(self._store, request.workflow_id, info.attempt)
-        if info.attempt > 1:
-            log.warning("generation retried: the provider is asked again", attempt=info.attempt)
-            await drafts.restart(
-                f"The answer restarted (attempt {info.attempt}) after the previous attempt "
-                "was interrupted."
-            )
+        resumable = request.mode == GenerationMode.RESUME
         heartbeats = asyncio.create_task(
-            _heartbeat_every(HEARTBEAT_INTERVAL_S, lambda: drafts.chars)
+            _heartbeat_every(
+                HEARTBEAT_INTERVAL_S,
+                lambda: heartbeat_details(drafts) if resumable else drafts.chars,
+                # The first heartbeat goes out unthrottled: make it carry the response
+                # id, which a retry needs to re-attach.
+                ready=(lambda: drafts.response_id is not None) if resumable else None,
+            )
         )
         try:
-            return await self._stream(request, drafts)
+            if resumable:
+                return await _provider_errors(
+                    generate_resumable(self._client, self._store, request, drafts)
+                )
+            if info.attempt > 1:
+                log.warning("generation retried: the provider is asked again", attempt=info.attempt)
+                await drafts.restart(
+                    f"The answer restarted after a worker failure or a provider error "
+                    f"(attempt {info.attempt}); this provider cannot resume a generation."
+                )
+            return await _provider_errors(self._stream(request, drafts))
         finally:
             heartbeats.cancel()
 
@@ -74,49 +86,29 @@ class GenerationActivities:
         usage: Usage | None = None
         finish_reason: str | None = None
         model = request.model
-        try:
-            stream = await self._client.chat.completions.create(
-                model=request.model,
-                messages=[_message(t.role, t.content) for t in request.messages],
-                max_tokens=request.max_tokens,
-                temperature=request.temperature,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            async with stream:
-                async for event in stream:
-                    model = event.model or model
-                    if event.usage is not None:
-                        usage = Usage(
-                            prompt_tokens=event.usage.prompt_tokens,
-                            completion_tokens=event.usage.completion_tokens,
-                        )
-                    for choice in event.choices:
-                        if choice.delta.content:
-                            parts.append(choice.delta.content)
-                            await drafts.add(choice.delta.content)
-                        if choice.finish_reason:
-                            finish_reason = choice.finish_reason
-            await drafts.flush()
-        except openai.RateLimitError as err:
-            delay = _retry_after(err)
-            raise ApplicationError(
-                f"The LLM provider is rate limiting (429); retrying in {delay:.0f} s.",
-                type="ProviderRateLimitedError",
-                next_retry_delay=timedelta(seconds=delay),
-            ) from err
-        except openai.APIStatusError as err:
-            message = f"The LLM provider answered {err.status_code}: {_error_text(err)}"
-            if err.status_code in _NON_RETRYABLE_STATUS:
-                raise ApplicationError(
-                    message, type="ProviderRejectedError", non_retryable=True
-                ) from err
-            raise ApplicationError(message, type="ProviderUnavailableError") from err
-        except (openai.APIConnectionError, openai.APIResponseValidationError) as err:
-            raise ApplicationError(
-                f"The connection to the LLM provider failed: {err}", type="ProviderUnavailableError"
-            ) from err
-
+        stream = await self._client.chat.completions.create(
+            model=request.model,
+            messages=[_message(t.role, t.content) for t in request.messages],
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async with stream:
+            async for event in stream:
+                model = event.model or model
+                if event.usage is not None:
+                    usage = Usage(
+                        prompt_tokens=event.usage.prompt_tokens,
+                        completion_tokens=event.usage.completion_tokens,
+                    )
+                for choice in event.choices:
+                    if choice.delta.content:
+                        parts.append(choice.delta.content)
+                        await drafts.add(choice.delta.content)
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+        await drafts.flush()
         text = "".join(parts)
         if usage is None:  # some OpenAI-compatible servers send no usage: count roughly
             prompt_words = sum(len(t.content.split()) for t in request.messages)
@@ -125,12 +117,49 @@ class GenerationActivities:
         return GeneratedText(text=text, usage=usage, model=model, finish_reason=finish_reason)
 
 
-async def _heartbeat_every(interval_s: float, progress: Callable[[], int]) -> None:
+async def _heartbeat_every(
+    interval_s: float,
+    progress: Callable[[], object],
+    ready: Callable[[], bool] | None = None,
+    max_wait_s: float = 1.5,
+) -> None:
     """Heartbeat on a clock, not per token: a provider slow to send its first token
-    must not look like a dead worker. Cancellation requests arrive through these."""
+    must not look like a dead worker. Cancellation requests arrive through these.
+    With `ready`, the first heartbeat waits (up to `max_wait_s`) until it is true."""
+    waited = 0.0
+    while ready is not None and not ready() and waited < max_wait_s:
+        await asyncio.sleep(0.02)
+        waited += 0.02
     while True:
         activity.heartbeat(progress())
         await asyncio.sleep(interval_s)
+
+
+async def _provider_errors(call: Awaitable[GeneratedText]) -> GeneratedText:
+    """Await a generation; map provider errors to Temporal errors (retryable or not)."""
+    try:
+        return await call
+    except openai.RateLimitError as err:
+        delay = _retry_after(err)
+        raise ApplicationError(
+            f"The LLM provider is rate limiting (429); retrying in {delay:.0f} s.",
+            type="ProviderRateLimitedError",
+            next_retry_delay=timedelta(seconds=delay),
+        ) from err
+    except openai.APIStatusError as err:
+        message = f"The LLM provider answered {err.status_code}: {_error_text(err)}"
+        if err.status_code in _NON_RETRYABLE_STATUS:
+            raise ApplicationError(
+                message, type="ProviderRejectedError", non_retryable=True
+            ) from err
+        raise ApplicationError(message, type="ProviderUnavailableError") from err
+    except (openai.APIConnectionError, openai.APIResponseValidationError) as err:
+        raise ApplicationError(
+            f"The connection to the LLM provider failed: {err}", type="ProviderUnavailableError"
+        ) from err
+
+    except GenerationFailedAtProvider as err:
+        raise ApplicationError(str(err), type="ProviderUnavailableError") from err
 
 
 def _message(role: str, content: str) -> ChatCompletionMessageParam:

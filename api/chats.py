@@ -91,6 +91,7 @@ async def start_chat(
         max_prompt_chars=settings.max_prompt_chars,
         use_cache=settings.cache_enabled and body.cache,
         cache_ttl_s=settings.cache_ttl_s,
+        generation_mode=settings.effective_generation_mode,
     )
     workflow_id = workflow_id_for(user_id, body.idempotency_key)
     keyed = body.idempotency_key is not None
@@ -234,6 +235,7 @@ def _status_from_progress(
         usage=status.usage if status else None,
         created_at=status.created_at if status else None,
         cost_usd=status.cost_usd if status else None,
+        generation_mode=status.generation_mode if status else None,
         temporal_ui_url=temporal_ui_link(settings, workflow_id),
     )
 
@@ -278,6 +280,7 @@ def _status_from_row(
         duration_ms=duration_ms,
         cache_hit=row.cache_hit,
         cached_from=row.cached_from,
+        generation_mode=row.generation_mode,
         cost_usd=row.cost_usd,
         saved_usd=row.saved_usd,
         saved_ms=row.saved_ms,

@@ -65,6 +65,11 @@ class ChatStatus(BaseModel):
     completed_at: datetime | None = None
     duration_ms: int | None = None
     cache_hit: bool = False
+    generation_mode: str | None = Field(
+        default=None,
+        description="resume: a retried LLM call re-attaches to the same generation; "
+        "restart: it starts a new one (the viewer sees a reset).",
+    )
     cached_from: str | None = Field(default=None, description="The chat a cache hit reused.")
     cost_usd: float | None = Field(default=None, description="Estimated LLM cost of this chat.")
     saved_usd: float | None = Field(default=None, description="For a cache hit: cost avoided.")

@@ -27,6 +27,18 @@ class Stage(StrEnum):
         return self in (Stage.COMPLETED, Stage.FAILED, Stage.CANCELLED)
 
 
+class GenerationMode(StrEnum):
+    """How generate_full_text talks to the provider, and what a retry does.
+
+    RESUME: OpenAI Responses API in background mode; a retry re-attaches to the same
+    generation (paid once, the viewer's text continues). RESTART: plain chat
+    completions; a retry starts a new generation and viewers get a `reset`.
+    """
+
+    RESUME = "resume"
+    RESTART = "restart"
+
+
 @dataclass
 class Turn:
     """One message of a conversation as sent to the LLM."""
@@ -65,6 +77,7 @@ class ChatRequest:
     max_prompt_chars: int = 32_000
     use_cache: bool = False
     cache_ttl_s: int = 3600
+    generation_mode: GenerationMode = GenerationMode.RESTART
 
 
 @dataclass
@@ -114,6 +127,7 @@ class GenerationRequest:
     model: str
     max_tokens: int
     temperature: float
+    mode: GenerationMode = GenerationMode.RESTART
 
 
 @dataclass
@@ -162,6 +176,7 @@ class GenerationUpdate:
     cached_from: str | None = None
     saved_ms: int | None = None
     saved_usd: float | None = None
+    generation_mode: str | None = None
 
 
 @dataclass
@@ -185,6 +200,7 @@ class CacheOutcome:
     cached_from: str | None = None
     saved_ms: int | None = None
     saved_usd: float | None = None
+    generation_mode: str | None = None
 
 
 @dataclass

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.models import GenerationMode
 from common.pricing import DEFAULT_PRICES, ModelPrice
 
 TASK_QUEUE = "chat-queue"
@@ -38,6 +40,9 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     simulator_url: str = "http://127.0.0.1:8300/v1"
+    # auto: resume with the simulator and OpenAI itself (Responses API, background
+    # mode); restart with other OpenAI-compatible servers (Ollama, vLLM), which cannot.
+    generation_mode: Literal["auto", "resume", "restart"] = "auto"
     llm_request_timeout_s: float = 120.0
 
     # Answer cache and cost accounting
@@ -82,6 +87,15 @@ class Settings(BaseSettings):
         if self.uses_simulator:
             return "simulator"
         return "openai-compatible" if self.openai_base_url else "openai"
+
+    @property
+    def effective_generation_mode(self) -> GenerationMode:
+        if self.generation_mode == "resume":
+            return GenerationMode.RESUME
+        if self.generation_mode == "restart":
+            return GenerationMode.RESTART
+        resumable = self.uses_simulator or self.openai_base_url is None
+        return GenerationMode.RESUME if resumable else GenerationMode.RESTART
 
     @property
     def effective_model(self) -> str:

@@ -45,6 +45,7 @@ class GenerationRow:
     cost_usd: float | None = None
     saved_usd: float | None = None
     saved_ms: int | None = None
+    generation_mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,10 +66,10 @@ _UPSERT_GENERATION = """
     INSERT INTO generations AS g (
         workflow_id, stage, conversation_id, user_id, prompt, model, provider,
         total_chunks, prompt_tokens, completion_tokens, error, completed_at,
-        cache_key, cache_hit, cached_from, saved_ms, saved_usd, cost_usd)
+        cache_key, cache_hit, cached_from, saved_ms, saved_usd, cost_usd, generation_mode)
     VALUES ($1, $2, $3, COALESCE($4, 'anonymous'), COALESCE($5, ''), $6, $7,
             $8, $9, $10, $11, CASE WHEN $2 = ANY($12::text[]) THEN now() END,
-            $13, COALESCE($14, false), $15, $16, $17, $18)
+            $13, COALESCE($14, false), $15, $16, $17, $18, $19)
     ON CONFLICT (workflow_id) DO UPDATE SET
         stage             = EXCLUDED.stage,
         conversation_id   = COALESCE($3, g.conversation_id),
@@ -87,7 +88,8 @@ _UPSERT_GENERATION = """
         cached_from       = COALESCE($15, g.cached_from),
         saved_ms          = COALESCE($16, g.saved_ms),
         saved_usd         = COALESCE($17, g.saved_usd),
-        cost_usd          = COALESCE($18, g.cost_usd)
+        cost_usd          = COALESCE($18, g.cost_usd),
+        generation_mode   = COALESCE($19, g.generation_mode)
 """
 
 
@@ -111,6 +113,7 @@ def _upsert_args(update: GenerationUpdate, cost_usd: float | None) -> tuple[obje
         update.saved_ms,
         update.saved_usd,
         cost_usd,
+        update.generation_mode,
     )
 
 
@@ -216,6 +219,18 @@ class ChatStore:
         """Append one event to the chat's log (and notify listeners); return its seq."""
         async with self._pool.acquire() as conn, conn.transaction():
             return await append_event(conn, workflow_id, type_, data)
+
+    async def last_preview_event(self, workflow_id: str) -> ChatEvent | None:
+        """The chat's latest `delta` or `reset` event: where its live preview stands."""
+        row = await self._pool.fetchrow(
+            """
+            SELECT seq, type, data FROM chat_events
+            WHERE workflow_id = $1 AND type IN ('delta', 'reset')
+            ORDER BY seq DESC LIMIT 1
+            """,
+            workflow_id,
+        )
+        return None if row is None else ChatEvent(row["seq"], row["type"], json.loads(row["data"]))
 
     async def events_after(
         self, workflow_id: str, after_seq: int, limit: int = 1000

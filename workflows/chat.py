@@ -102,6 +102,7 @@ class ChatStreamingWorkflow:
                     model=request.model,
                     max_tokens=request.max_tokens,
                     temperature=request.temperature,
+                    mode=request.generation_mode,
                 ),
                 start_to_close_timeout=policies.GENERATE_TIMEOUT,
                 heartbeat_timeout=policies.GENERATE_HEARTBEAT_TIMEOUT,
@@ -293,6 +294,7 @@ def _first_record(workflow_id: str, request: ChatRequest) -> GenerationUpdate:
         prompt=request.prompt,
         model=request.model,
         provider=request.provider,
+        generation_mode=request.generation_mode.value,
     )
 
 

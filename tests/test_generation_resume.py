@@ -1,0 +1,145 @@
+"""Never pay twice: a worker killed during the LLM call resumes the same generation."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from temporalio.client import Client
+
+from common.models import ChatRequest, GenerationMode
+from devstack.harness import LocalStack
+from tests.helpers import (
+    expected_answer,
+    generations_for,
+    preview_text,
+    read_sse,
+    unique_prompt,
+    wait_for,
+    wait_status,
+)
+from workflows import policies
+from workflows.chat import ChatStreamingWorkflow
+
+
+def _pid_of(identity: str) -> int:
+    return int(identity.removeprefix("worker-").split("@", 1)[0])
+
+
+async def _generating_worker(handle) -> str | None:  # type: ignore[no-untyped-def]
+    """Identity of the worker running generate_full_text right now, if any."""
+    description = await handle.describe()
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_type.name == "generate_full_text" and pending.last_worker_identity:
+            if pending.state == 2:  # PENDING_ACTIVITY_STATE_STARTED
+                return str(pending.last_worker_identity)
+    return None
+
+
+async def _start(temporal: Client, prompt: str, max_tokens: int, mode: GenerationMode):
+    return await temporal.start_workflow(
+        ChatStreamingWorkflow.run,
+        ChatRequest(prompt=prompt, max_tokens=max_tokens, generation_mode=mode),
+        id=f"chat-test-{uuid.uuid4()}",
+        task_queue="chat-queue",
+        task_timeout=policies.WORKFLOW_TASK_TIMEOUT,
+    )
+
+
+async def test_kill_9_during_generation_twice_pays_once_and_text_never_restarts(
+    fleet: LocalStack, temporal_client: Client, gateway, simulator
+) -> None:
+    prompt = unique_prompt("A very long answer")
+    max_tokens = 8000  # about 8 s at the test simulator's 1000 tokens/s
+    handle = await _start(temporal_client, prompt, max_tokens, GenerationMode.RESUME)
+    events_task = asyncio.create_task(read_sse(gateway, handle.id))
+
+    killed: list[str] = []
+    for _ in range(2):
+
+        async def running_elsewhere() -> str | None:
+            identity = await _generating_worker(handle)
+            return identity if identity and identity not in killed else None
+
+        identity = await wait_for(running_elsewhere, timeout_s=30, interval_s=0.05)
+        await asyncio.sleep(0.8)  # let it stream a while
+        victim = next(w for w in fleet.workers if w.alive() and w.pid == _pid_of(identity))
+        victim.kill()
+        killed.append(identity)
+        fleet.start_worker()  # keep two workers: the harness plays the supervisor
+
+    result = await handle.result(rpc_timeout=None)
+    events = await asyncio.wait_for(events_task, timeout=30)
+    answer = expected_answer(prompt, max_tokens)
+
+    assert await generations_for(simulator, prompt) == {"started": 1, "completed": 1}
+    assert result.total_chunks > 0
+    assert not [e for e in events if e["event"] == "reset"]
+    assert preview_text(events) == answer  # offsets checked: nothing twice, no gap
+    chunks = {e["data"]["index"]: e["data"]["text"] for e in events if e["event"] == "chunk"}
+    assert "".join(chunks[i] for i in range(len(chunks))) == answer
+    status = await wait_status(gateway, handle.id, {"completed"})
+    assert status["generation_mode"] == "resume"
+
+
+async def test_cut_connection_reattaches_without_a_new_generation(
+    temporal_client: Client, gateway, simulator
+) -> None:
+    prompt = unique_prompt()
+    await simulator.post(
+        "/sim/faults", json={"fault": "disconnect", "count": 1, "after_tokens": 40}
+    )
+    try:
+        handle = await _start(temporal_client, prompt, 300, GenerationMode.RESUME)
+        events = await read_sse(gateway, handle.id)
+    finally:
+        await simulator.delete("/sim/faults")
+    assert not [e for e in events if e["event"] == "reset"]
+    assert preview_text(events) == expected_answer(prompt, 300)
+    assert await generations_for(simulator, prompt) == {"started": 1, "completed": 1}
+
+
+async def test_restart_mode_falls_back_to_a_new_generation_with_a_visible_reset(
+    temporal_client: Client, gateway, simulator
+) -> None:
+    prompt = unique_prompt()
+    await simulator.post(
+        "/sim/faults", json={"fault": "disconnect", "count": 1, "after_tokens": 40}
+    )
+    try:
+        handle = await _start(temporal_client, prompt, 200, GenerationMode.RESTART)
+        events = await read_sse(gateway, handle.id)
+    finally:
+        await simulator.delete("/sim/faults")
+    answer = expected_answer(prompt, 200)
+    resets = [e for e in events if e["event"] == "reset"]
+    assert len(resets) == 1 and "restarted" in resets[0]["data"]["reason"]
+    before = preview_text(events[: events.index(resets[0])])
+    assert 0 < len(before) < len(answer) and answer.startswith(before)
+    assert preview_text(events) == answer
+    assert await generations_for(simulator, prompt) == {"started": 2, "completed": 1}
+    status = await wait_status(gateway, handle.id, {"completed"})
+    assert status["generation_mode"] == "restart"
+
+
+async def test_cancelling_the_chat_cancels_the_generation_at_the_provider(
+    temporal_client: Client, gateway, simulator
+) -> None:
+    prompt = unique_prompt()
+    handle = await _start(temporal_client, prompt, 8000, GenerationMode.RESUME)
+
+    async def first_delta():  # type: ignore[no-untyped-def]
+        events = await read_sse(gateway, handle.id, stop_after=4)
+        return next((e for e in events if e["event"] == "delta"), None)
+
+    delta = await wait_for(first_delta, timeout_s=30)
+    response_id = delta["data"]["response_id"]
+    await gateway.post(f"/api/workflows/{handle.id}/cancel")
+    await wait_status(gateway, handle.id, {"cancelled"})
+
+    async def cancelled_at_provider() -> bool:
+        body = (await simulator.get(f"/v1/responses/{response_id}")).json()
+        return body["status"] == "cancelled"
+
+    assert await wait_for(cancelled_at_provider, timeout_s=10)
+    assert (await generations_for(simulator, prompt))["completed"] == 0
