@@ -7,6 +7,7 @@ The worker identity contains the pid, so a chunk row says which process wrote it
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 
 import structlog
 from temporalio import workflow
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -83,7 +85,21 @@ def worker_identity() -> str:
     return f"worker-{os.getpid()}@{socket.gethostname()}"
 
 
-async def run_worker() -> None:
+def _metrics_port(base: int, index: int) -> int:
+    return base + index - 1 if base else 0
+
+
+def _runtime_with_metrics(port: int) -> Runtime:
+    """A Temporal runtime exporting the SDK's metrics and ours (workflow.metric_meter)."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}"),
+            global_tags={"service": "durable-chat-worker"},
+        )
+    )
+
+
+async def run_worker(index: int = 1) -> None:
     settings = get_settings()
     identity = worker_identity()
     # Workflow log lines carry the workflow id as flat keys (see common.log), not in the text.
@@ -92,7 +108,12 @@ async def run_worker() -> None:
     await wait_for_database(settings.database_url)
     await apply_migrations(settings.database_url)
     pool = await create_pool(settings.database_url, max_size=20)
-    client = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    metrics_port = _metrics_port(settings.worker_metrics_port, index)
+    client = await connect_temporal(
+        settings.temporal_address,
+        settings.temporal_namespace,
+        runtime=_runtime_with_metrics(metrics_port) if metrics_port else None,
+    )
     llm = build_llm_client(settings)
 
     prices = {**DEFAULT_PRICES, **settings.llm_prices}
@@ -132,6 +153,7 @@ async def run_worker() -> None:
         temporal=settings.temporal_address,
         llm=settings.provider_name,
         pid=os.getpid(),
+        metrics=f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "off",
     )
     async with worker:
         await stop.wait()
@@ -142,8 +164,13 @@ async def run_worker() -> None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Run one durable-chat worker.")
+    parser.add_argument(
+        "--index", type=int, default=1, help="position in a fleet (1-based; picks the metrics port)"
+    )
+    args = parser.parse_args()
     configure_logging("worker", worker=worker_identity())
-    asyncio.run(run_worker())
+    asyncio.run(run_worker(args.index))
 
 
 if __name__ == "__main__":

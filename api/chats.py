@@ -16,11 +16,17 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas import ChatStatus, ChunkOut, ChunkPage, StartChatBody, UsageOut
+from common import search_attributes
 from common.errors import ChatNotFoundError, DependencyUnavailableError
 from common.models import ChatRequest, Progress, Stage
 from common.settings import Settings
@@ -110,6 +116,17 @@ async def start_chat(
                 else WorkflowIDReusePolicy.ALLOW_DUPLICATE
             ),
             static_summary=summary_for(body.prompt, model),
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(search_attributes.USER, user_id),
+                    SearchAttributePair(search_attributes.STAGE, Stage.QUEUED.value),
+                    *(
+                        [SearchAttributePair(search_attributes.CONVERSATION, body.conversation_id)]
+                        if body.conversation_id
+                        else []
+                    ),
+                ]
+            ),
             task_timeout=policies.WORKFLOW_TASK_TIMEOUT,
         )
     except WorkflowAlreadyStartedError:

@@ -12,6 +12,7 @@ from temporalio.client import Client
 
 from api.errors import install_error_handlers
 from api.events import ChatEventHub
+from api.metrics import install_metrics
 from api.routes import events, health, stats, workflows
 from common.log import configure_logging
 from common.settings import Settings, get_settings
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_metrics(app)
     app.include_router(health.router)
     app.include_router(workflows.router)
     app.include_router(events.router)

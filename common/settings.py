@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     gateway_port: int = 8000
     status_query_timeout_s: float = 1.0
 
-    # Worker
+    # Worker: Prometheus metrics (Temporal SDK + ours) on this port; 0 turns them off.
+    # Under `make up` worker N listens on WORKER_METRICS_PORT + N - 1.
+    worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
     worker_max_concurrent_activities: int = 200
     worker_max_concurrent_workflow_tasks: int = 100
 

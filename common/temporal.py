@@ -6,17 +6,23 @@ import asyncio
 
 import structlog
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
 
 async def connect_temporal(
-    address: str, namespace: str, *, attempts: int = 120, delay_s: float = 0.5
+    address: str,
+    namespace: str,
+    *,
+    runtime: Runtime | None = None,
+    attempts: int = 120,
+    delay_s: float = 0.5,
 ) -> Client:
     """Connect to the Temporal frontend at `address`, retrying while it is not up yet."""
     for attempt in range(1, attempts + 1):
         try:
-            return await Client.connect(address, namespace=namespace)
+            return await Client.connect(address, namespace=namespace, runtime=runtime)
         except RuntimeError as exc:
             if attempt == attempts:
                 raise

@@ -179,9 +179,11 @@ class LocalStack:
         self.simulator.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"))
         self.simulator_url = f"http://127.0.0.1:{port}"
 
-    def start_worker(self) -> ManagedProcess:
+    def start_worker(self, extra_env: dict[str, str] | None = None) -> ManagedProcess:
         worker = self._spawn(
-            f"worker-{len(self.workers) + 1}", [sys.executable, "worker.py"], self.env()
+            f"worker-{len(self.workers) + 1}",
+            [sys.executable, "worker.py"],
+            {**self.env(), **(extra_env or {})},
         )
         self.workers.append(worker)
         worker.wait_until(lambda: "worker started" in worker.log_tail(400), timeout_s=60)
@@ -216,6 +218,7 @@ class LocalStack:
             "SIMULATOR_URL": f"{self.simulator_url}/v1",
             "OPENAI_API_KEY": "",
             "LOG_FORMAT": "json",
+            "WORKER_METRICS_PORT": "0",  # several workers on one host: no fixed port
             **self.app_env,
         }
 

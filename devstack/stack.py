@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.search_attributes import REGISTRATION
+
 
 class StackSettings(BaseSettings):
     """Ports and sizes of the local stack; each can be changed by its environment variable."""
@@ -102,6 +104,11 @@ def temporal_server_args(db_file: Path, port: int, ui_port: int) -> list[str]:
         str(ui_port),
         "--log-level",
         "warn",
+        *(
+            arg
+            for name, kind in REGISTRATION.items()
+            for arg in ("--search-attribute", f"{name}={kind}")
+        ),
     ]
 
 
@@ -153,7 +160,7 @@ def processes(settings: StackSettings, login: UILogin) -> list[Process]:
     result.append(
         Process(
             "worker",
-            f"{python} worker.py",
+            f"{python} worker.py --index $(circus.wid)",
             env=common,
             numprocesses=settings.workers,
             color="green",

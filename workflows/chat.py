@@ -9,8 +9,10 @@ with the first chunk not yet saved.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -18,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.checkpoints import CheckpointActivities
     from activities.generation import GenerationActivities
     from activities.validation import validate_prompt
+    from common import metrics, search_attributes
     from common.cache_key import answer_cache_key
     from common.models import (
         AnswerLookup,
@@ -41,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
 # Patch ids (workflow.patched): behaviour added while chats may be running. A chat
 # started before a patch replays without it; see docs/upgrades.md.
 PATCH_ANSWER_CACHE = "answer-cache-1"
+PATCH_SEARCH_ATTRIBUTES = "search-attributes-1"
 
 # Activities whose results a resuming worker takes from the history, by stage.
 _DONE_BEFORE: dict[Stage, tuple[str, ...]] = {
@@ -67,6 +71,7 @@ class ChatStreamingWorkflow:
     async def run(self, request: ChatRequest) -> ChatResult:
         workflow_id = workflow.info().workflow_id
         self._started_in_replay = workflow.unsafe.is_replaying()
+        workflow.metric_meter().create_counter(metrics.CHATS_STARTED).add(1)
         try:
             await self._enter(Stage.VALIDATING, _first_record(workflow_id, request))
             await workflow.execute_activity(
@@ -231,6 +236,7 @@ class ChatStreamingWorkflow:
                     summary=f"save_chunk {index + 1}/{total}",
                 )
                 self._progress.chunks_saved += 1
+                workflow.metric_meter().create_counter(metrics.CHUNKS_SAVED).add(1)
                 self._progress.percent = round(100.0 * self._progress.chunks_saved / total, 1)
 
         await asyncio.gather(*(save(i, text) for i, text in enumerate(chunks)))
@@ -238,6 +244,7 @@ class ChatStreamingWorkflow:
     async def _enter(self, stage: Stage, update: GenerationUpdate) -> None:
         """Move to `stage` and record it in PostgreSQL (the status fallback reads it)."""
         self._progress.stage = stage
+        self._publish_stage(stage, cache_hit=bool(update.cache_hit))
         if stage is Stage.COMPLETED:
             self._progress.percent = 100.0
         self._log_resume_once(stage.value)
@@ -245,6 +252,7 @@ class ChatStreamingWorkflow:
 
     async def _finish(self, workflow_id: str, stage: Stage, message: str) -> None:
         self._progress.stage = stage
+        self._publish_stage(stage)
         self._progress.error = message
         if self._cache_claim is not None:  # let an identical chat waiting on us generate
             await workflow.execute_activity_method(
@@ -266,6 +274,22 @@ class ChatStreamingWorkflow:
             summary=f"record_generation {update.stage.value}",
         )
 
+    def _publish_stage(self, stage: Stage, cache_hit: bool = False) -> None:
+        """Stage as a search attribute (filterable in the Temporal UI) and, at the end,
+        the outcome as a metric."""
+        if workflow.patched(PATCH_SEARCH_ATTRIBUTES):
+            updates: list[SearchAttributeUpdate[Any]] = [
+                search_attributes.STAGE.value_set(stage.value)
+            ]
+            if cache_hit:
+                updates.append(search_attributes.CACHE_HIT.value_set(True))
+            workflow.upsert_search_attributes(updates)
+        if stage.is_final:
+            meter = workflow.metric_meter()
+            meter.create_counter(metrics.CHATS_FINISHED).add(1, {"outcome": stage.value})
+            if cache_hit:
+                meter.create_counter(metrics.CACHE_HITS).add(1)
+
     def _log_resume_once(self, next_step: str) -> None:
         """Log, once, where a worker that replayed this chat's history picks it up."""
         if not self._started_in_replay or self._resume_logged:
@@ -273,6 +297,7 @@ class ChatStreamingWorkflow:
         if workflow.unsafe.is_replaying():
             return
         self._resume_logged = True
+        workflow.metric_meter().create_counter(metrics.REPLAYS).add(1)
         skipped = _DONE_BEFORE.get(self._progress.stage, ())
         workflow.logger.info(
             "replayed history; resuming at %s (events replayed: %d, not repeated: %s, "
