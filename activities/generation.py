@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.drafts import DraftPublisher
 from activities.resumable import GenerationFailedAtProvider, generate_resumable, heartbeat_details
+from common import metrics
 from common.models import GeneratedText, GenerationMode, GenerationRequest, Usage
 from storage import ChatStore
 
@@ -66,20 +67,28 @@ class GenerationActivities:
                 ready=(lambda: drafts.response_id is not None) if resumable else None,
             )
         )
+        meter = activity.metric_meter()
+        if info.attempt > 1:
+            meter.create_counter(metrics.LLM_RETRIES).add(1, {"mode": request.mode.value})
         try:
             if resumable:
-                return await _provider_errors(
+                generated = await _provider_errors(
                     generate_resumable(self._client, self._store, request, drafts)
                 )
-            if info.attempt > 1:
-                log.warning("generation retried: the provider is asked again", attempt=info.attempt)
-                await drafts.restart(
-                    f"The answer restarted after a worker failure or a provider error "
-                    f"(attempt {info.attempt}); this provider cannot resume a generation."
-                )
-            return await _provider_errors(self._stream(request, drafts))
+            else:
+                if info.attempt > 1:
+                    log.warning("generation retried: the provider is asked again")
+                    await drafts.restart(
+                        f"The answer restarted after a worker failure or a provider error "
+                        f"(attempt {info.attempt}); this provider cannot resume a generation."
+                    )
+                generated = await _provider_errors(self._stream(request, drafts))
         finally:
             heartbeats.cancel()
+        tokens = meter.create_counter(metrics.LLM_TOKENS)
+        tokens.add(generated.usage.prompt_tokens, {"kind": "prompt"})
+        tokens.add(generated.usage.completion_tokens, {"kind": "completion"})
+        return generated
 
     async def _stream(self, request: GenerationRequest, drafts: DraftPublisher) -> GeneratedText:
         parts: list[str] = []
