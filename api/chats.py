@@ -27,10 +27,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas import ChatStatus, ChunkOut, ChunkPage, StartChatBody, UsageOut
 from common import search_attributes
-from common.errors import ChatNotFoundError, DependencyUnavailableError
+from common.errors import ChatNotFoundError, DependencyUnavailableError, RateLimitedError
 from common.models import ChatRequest, Progress, Stage
 from common.settings import Settings
-from storage import ChatStore, GenerationRow
+from storage import ChatStore, GenerationRow, LimitsStore
 from workflows import policies
 from workflows.chat import ChatStreamingWorkflow
 
@@ -305,10 +305,67 @@ def _status_from_row(
     )
 
 
-async def ensure_chat_exists(client: Client, store: ChatStore, workflow_id: str) -> None:
-    """Raise ChatNotFoundError unless PostgreSQL or Temporal knows this chat."""
-    if await db_call(store.get_generation(workflow_id)) is None:
-        await _ensure_exists(client, workflow_id)
+async def ensure_owner(client: Client, store: ChatStore, workflow_id: str, user_id: str) -> None:
+    """Raise ChatNotFoundError unless the chat exists and belongs to `user_id`.
+
+    Another user's chat is answered exactly like an unknown one (404), so ids cannot be
+    probed. The owner is the generation row's user, or, before a worker wrote the row,
+    the `ChatUserId` search attribute the gateway set at start.
+    """
+    row = await db_call(store.get_generation(workflow_id))
+    if row is not None:
+        if row.user_id != user_id:
+            raise ChatNotFoundError(workflow_id)
+        return
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe(
+            rpc_timeout=timedelta(seconds=2)
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ChatNotFoundError(workflow_id) from err
+        raise _temporal_error(err) from err
+    if description.typed_search_attributes.get(search_attributes.USER) != user_id:
+        raise ChatNotFoundError(workflow_id)
+
+
+async def ensure_owner_or_unavailable(
+    client: Client, store: ChatStore, workflow_id: str, user_id: str
+) -> None:
+    """ensure_owner for the status route, which must answer while PostgreSQL is down:
+    then the owner is read from Temporal's search attribute alone."""
+    try:
+        await ensure_owner(client, store, workflow_id, user_id)
+    except DependencyUnavailableError as err:
+        if err.dependency != "PostgreSQL":
+            raise
+        try:
+            description = await client.get_workflow_handle(workflow_id).describe(
+                rpc_timeout=timedelta(seconds=2)
+            )
+        except RPCError as rpc:
+            if rpc.status == RPCStatusCode.NOT_FOUND:
+                raise ChatNotFoundError(workflow_id) from rpc
+            raise err from rpc
+        if description.typed_search_attributes.get(search_attributes.USER) != user_id:
+            raise ChatNotFoundError(workflow_id) from err
+
+
+async def check_limits(limits: LimitsStore, settings: Settings, user_id: str) -> None:
+    """429 when the user has too many chats running or started too many this minute."""
+    running = await db_call(limits.running_chats(user_id))
+    if running >= settings.max_concurrent_chats:
+        raise RateLimitedError(
+            f"{running} of your chats are still running (limit {settings.max_concurrent_chats});"
+            " wait for one to finish.",
+            retry_after_s=2,
+        )
+    started, seconds_left = await db_call(limits.count_start(user_id))
+    if started > settings.rate_limit_per_minute:
+        raise RateLimitedError(
+            f"Too many chats started this minute (limit {settings.rate_limit_per_minute}).",
+            retry_after_s=seconds_left,
+        )
 
 
 async def _ensure_exists(client: Client, workflow_id: str) -> None:

@@ -9,7 +9,7 @@ from temporalio.client import Client
 
 from api.events import ChatEventHub
 from common.settings import Settings
-from storage import ChatStore
+from storage import ChatStore, LimitsStore
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -32,7 +32,13 @@ def get_hub(request: Request) -> ChatEventHub:
     return hub
 
 
+def get_limits(request: Request) -> LimitsStore:
+    limits: LimitsStore = request.app.state.limits
+    return limits
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 TemporalDep = Annotated[Client, Depends(get_temporal)]
 StoreDep = Annotated[ChatStore, Depends(get_store)]
 HubDep = Annotated[ChatEventHub, Depends(get_hub)]
+LimitsDep = Annotated[LimitsStore, Depends(get_limits)]

@@ -12,6 +12,8 @@ from common.errors import (
     DependencyUnavailableError,
     InvalidPromptError,
     InvalidRequestError,
+    NotAuthenticatedError,
+    RateLimitedError,
 )
 
 log = structlog.get_logger(__name__)
@@ -30,6 +32,20 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(_: Request, exc: InvalidRequestError) -> JSONResponse:
         status = 413 if isinstance(exc, PromptTooLargeError) else 422
         return JSONResponse(status_code=status, content={"detail": str(exc)})
+
+    @app.exception_handler(NotAuthenticatedError)
+    async def not_authenticated(_: Request, exc: NotAuthenticatedError) -> JSONResponse:
+        return JSONResponse(
+            status_code=401, content={"detail": str(exc)}, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    @app.exception_handler(RateLimitedError)
+    async def rate_limited(_: Request, exc: RateLimitedError) -> JSONResponse:
+        return JSONResponse(
+            status_code=429,
+            content={"detail": str(exc), "retry_after_s": exc.retry_after_s},
+            headers={"Retry-After": str(exc.retry_after_s)},
+        )
 
     @app.exception_handler(DependencyUnavailableError)
     async def unavailable(_: Request, exc: DependencyUnavailableError) -> JSONResponse:

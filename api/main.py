@@ -10,13 +10,14 @@ import structlog
 from fastapi import FastAPI
 from temporalio.client import Client
 
+from api.auth import load_api_keys
 from api.errors import install_error_handlers
 from api.events import ChatEventHub
 from api.metrics import install_metrics
 from api.routes import events, health, stats, workflows
 from common.log import configure_logging
 from common.settings import Settings, get_settings
-from storage import AnswerCacheStore, ChatStore, apply_migrations, create_pool
+from storage import AnswerCacheStore, ChatStore, LimitsStore, apply_migrations, create_pool
 from storage.pool import wait_for_database
 
 log = structlog.get_logger("gateway")
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pool = await create_pool(settings.database_url)
         app.state.store = ChatStore(pool)
         app.state.answer_cache = AnswerCacheStore(pool)
+        app.state.limits = LimitsStore(pool)
         app.state.hub = ChatEventHub(settings.database_url)
         preparing = asyncio.create_task(_prepare_database(settings.database_url))
         listening = asyncio.create_task(app.state.hub.run())
@@ -67,8 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "checkpointed chunks by cursor."
         ),
         lifespan=lifespan,
+        # A body larger than the largest valid prompt (UTF-8, JSON-escaped) is refused
+        # with 413 before it is read into memory.
+        max_body_size=settings.max_prompt_chars * 6 + 64 * 1024,
     )
     app.state.settings = settings
+    app.state.api_keys = load_api_keys(settings)
     install_error_handlers(app)
     install_metrics(app)
     app.include_router(health.router)

@@ -13,7 +13,11 @@ _ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,200}$"
 class StartChatBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(description="The user's message.")
+    prompt: str = Field(
+        min_length=1,
+        description="The user's message: not blank, no control characters other than "
+        "newline and tab (else 422), at most MAX_PROMPT_CHARS characters (else 413).",
+    )
     conversation_id: str | None = Field(
         default=None,
         pattern=_ID_PATTERN,
@@ -114,3 +118,22 @@ class Stats(BaseModel):
     cost_usd: float
     saved_usd: float = Field(description="Cost avoided by cache hits.")
     saved_ms: int = Field(description="Generation time avoided by cache hits.")
+
+
+class ErrorBody(BaseModel):
+    """Every error the gateway answers: a message for people (422 adds field details)."""
+
+    detail: str | list[dict[str, object]]
+
+
+def _error(description: str) -> dict[str, object]:
+    return {"model": ErrorBody, "description": description}
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: _error("No valid API key."),
+    404: _error("No such chat (or not yours)."),
+    422: _error("Malformed request or invalid prompt."),
+    429: _error("Over a per-user limit; see Retry-After."),
+    503: _error("Temporal or PostgreSQL unavailable; see Retry-After."),
+}

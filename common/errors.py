@@ -6,6 +6,8 @@ Hierarchy::
     ├── InvalidRequestError          a malformed request the caller can fix (422)
     │   └── InvalidPromptError       the prompt cannot be answered; never retried
     ├── ChatNotFoundError            unknown workflow id (or not the caller's)
+    ├── NotAuthenticatedError        no valid API key (401)
+    ├── RateLimitedError             too many requests or chats for this user (429)
     └── DependencyUnavailableError   Temporal or PostgreSQL cannot be reached now
 
 Activities turn `InvalidPromptError` into a non-retryable Temporal
@@ -30,6 +32,18 @@ class InvalidPromptError(InvalidRequestError):
 
 class ChatNotFoundError(DurableChatError):
     """No chat with this workflow id is visible to the caller."""
+
+
+class NotAuthenticatedError(DurableChatError):
+    """The request carries no valid API key."""
+
+
+class RateLimitedError(DurableChatError):
+    """The caller is over a limit; `retry_after_s` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class DependencyUnavailableError(DurableChatError):

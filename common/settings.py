@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     # the task queue, above 1 so checkpointing does not pay one round trip per chunk.
     checkpoint_window: int = Field(default=16, ge=1, le=256)
 
+    # Gateway access: API_KEYS="alice:<key>,bob:<key>" (make up generates them).
+    auth_enabled: bool = True
+    api_keys: SecretStr | None = None
+    rate_limit_per_minute: int = Field(default=60, ge=1)  # chat starts per user
+    max_concurrent_chats: int = Field(default=10, ge=1)  # running chats per user
+
     # Gateway
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
@@ -73,7 +79,7 @@ class Settings(BaseSettings):
     # Local stack (`make up`)
     data_dir: Path = Path(".data")
 
-    @field_validator("openai_api_key", "openai_base_url", mode="before")
+    @field_validator("openai_api_key", "openai_base_url", "api_keys", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

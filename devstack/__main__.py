@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from devstack.stack import StackSettings, UILogin, circus_config
+from devstack.stack import LocalCredentials, StackSettings, circus_config
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180) -> bool:
@@ -26,7 +26,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180)
     return False
 
 
-def _banner(settings: StackSettings, login: UILogin) -> str:
+def _banner(settings: StackSettings, login: LocalCredentials) -> str:
     llm = (
         "OpenAI-compatible provider (OPENAI_API_KEY is set)"
         if settings.openai_api_key
@@ -39,6 +39,7 @@ def _banner(settings: StackSettings, login: UILogin) -> str:
         f"  Chat UI         http://localhost:{settings.ui_port}  "
         f"(login: {login.username} / {login.password})",
         f"  Gateway API     http://localhost:{settings.gateway_port}  (docs: /docs)",
+        f"  API key         {login.dev_api_key}  (header: Authorization: Bearer <key>)",
         f"  Temporal UI     http://localhost:{settings.temporal_ui_port}",
         f"  Temporal gRPC   127.0.0.1:{settings.temporal_port}",
         f"  PostgreSQL      {settings.database_url or settings.embedded_database_url}",
@@ -55,7 +56,7 @@ def up() -> int:
     settings = StackSettings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     config_file = settings.data_dir / "circus.ini"
-    login = UILogin.for_stack(settings)
+    login = LocalCredentials.for_stack(settings)
     config_file.write_text(circus_config(settings, Path.cwd(), login))
     # circusd gets its own session, so exactly one stop signal reaches it: ours.
     circusd = subprocess.Popen(

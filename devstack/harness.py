@@ -22,6 +22,17 @@ from devstack.stack import temporal_server_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# API keys of the test stacks' gateways: user -> key.
+TEST_API_KEYS = {
+    "tester": "test-key-tester-0123456789",
+    "other": "test-key-other-0123456789",
+    "ui": "test-key-ui-0123456789abc",
+}
+
+
+def auth_headers(user: str = "tester") -> dict[str, str]:
+    return {"Authorization": f"Bearer {TEST_API_KEYS[user]}"}
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -189,6 +200,18 @@ class LocalStack:
         worker.wait_until(lambda: "worker started" in worker.log_tail(400), timeout_s=60)
         return worker
 
+    def start_extra_gateway(self, extra_env: dict[str, str]) -> tuple[ManagedProcess, str]:
+        """Another gateway on the same stack, with its own settings (e.g. limits)."""
+        port = free_port()
+        gateway = self._spawn(
+            "gateway-extra",
+            [sys.executable, "-m", "api"],
+            {**self.env(), "GATEWAY_PORT": str(port), **extra_env},
+        )
+        url = f"http://127.0.0.1:{port}"
+        gateway.wait_until(lambda: http_ok(f"{url}/readyz"), timeout_s=60)
+        return gateway, url
+
     def start_gateway(self) -> None:
         self._gateway_port = self._gateway_port or free_port()
         self.gateway = self._spawn(
@@ -219,6 +242,10 @@ class LocalStack:
             "OPENAI_API_KEY": "",
             "LOG_FORMAT": "json",
             "WORKER_METRICS_PORT": "0",  # several workers on one host: no fixed port
+            "API_KEYS": ",".join(f"{user}:{key}" for user, key in TEST_API_KEYS.items()),
+            # The suite starts many chats quickly; the limits have their own tests.
+            "RATE_LIMIT_PER_MINUTE": "100000",
+            "MAX_CONCURRENT_CHATS": "100000",
             **self.app_env,
         }
 

@@ -40,30 +40,39 @@ class StackSettings(BaseSettings):
 
 
 @dataclass(frozen=True)
-class UILogin:
-    """The Chainlit login `make up` uses: from the environment, else generated once and
-    kept in DATA_DIR/ui-credentials.json so it survives restarts."""
+class LocalCredentials:
+    """The secrets of a local stack: the Chainlit login, the gateway API keys of the
+    developer and of the UI. From the environment where set, else generated once and
+    kept in DATA_DIR/credentials.json (mode 600) so they survive restarts."""
 
     username: str
     password: str
     auth_secret: str
+    dev_api_key: str
+    ui_api_key: str
 
     @classmethod
-    def for_stack(cls, settings: StackSettings) -> UILogin:
-        path = settings.data_dir / "ui-credentials.json"
+    def for_stack(cls, settings: StackSettings) -> LocalCredentials:
+        path = settings.data_dir / "credentials.json"
         stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-        login = cls(
+        credentials = cls(
             username=settings.ui_username or stored.get("username") or "dev",
             password=settings.ui_password or stored.get("password") or secrets.token_urlsafe(9),
             auth_secret=settings.chainlit_auth_secret
             or stored.get("auth_secret")
             or secrets.token_hex(32),
+            dev_api_key=stored.get("dev_api_key") or "dc-dev-" + secrets.token_urlsafe(18),
+            ui_api_key=stored.get("ui_api_key") or "dc-ui-" + secrets.token_urlsafe(18),
         )
-        if not settings.ui_password:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(login.__dict__))
-            path.chmod(0o600)
-        return login
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(credentials.__dict__))
+        path.chmod(0o600)
+        return credentials
+
+    @property
+    def api_keys(self) -> str:
+        """The gateway's API_KEYS: the developer is user `dev`, the Chainlit app `chainlit`."""
+        return f"dev:{self.dev_api_key},chainlit:{self.ui_api_key}"
 
 
 @dataclass
@@ -112,7 +121,7 @@ def temporal_server_args(db_file: Path, port: int, ui_port: int) -> list[str]:
     ]
 
 
-def processes(settings: StackSettings, login: UILogin) -> list[Process]:
+def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]:
     """Every process of the stack, in start order."""
     data = settings.data_dir.resolve()
     python = sys.executable
@@ -170,7 +179,7 @@ def processes(settings: StackSettings, login: UILogin) -> list[Process]:
         Process(
             "gateway",
             f"{python} -m api",
-            env={**common, "GATEWAY_PORT": str(settings.gateway_port)},
+            env={**common, "GATEWAY_PORT": str(settings.gateway_port), "API_KEYS": login.api_keys},
             color="cyan",
         )
     )
@@ -185,6 +194,7 @@ def processes(settings: StackSettings, login: UILogin) -> list[Process]:
                 "UI_USERNAME": login.username,
                 "UI_PASSWORD": login.password,
                 "CHAINLIT_AUTH_SECRET": login.auth_secret,
+                "GATEWAY_API_KEY": login.ui_api_key,
             },
             color="white",
         )
@@ -192,7 +202,7 @@ def processes(settings: StackSettings, login: UILogin) -> list[Process]:
     return result
 
 
-def circus_config(settings: StackSettings, workdir: Path, login: UILogin) -> str:
+def circus_config(settings: StackSettings, workdir: Path, login: LocalCredentials) -> str:
     """The circusd configuration (INI text) supervising `processes(settings)`.
 
     Every watcher respawns its processes forever: a killed worker comes back and the

@@ -6,6 +6,7 @@ formats a query.
 
 from storage.answer_cache import AnswerCacheStore, CachedAnswer, ClaimResult, Totals
 from storage.chats import EVENTS_CHANNEL, ChatEvent, ChatStore, ChunkRow, GenerationRow
+from storage.limits import LimitsStore
 from storage.migrate import apply_migrations
 from storage.pool import create_pool, ensure_database
 
@@ -18,6 +19,7 @@ __all__ = [
     "ChunkRow",
     "ClaimResult",
     "GenerationRow",
+    "LimitsStore",
     "Totals",
     "apply_migrations",
     "create_pool",

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from devstack.harness import LocalStack
+from devstack.harness import LocalStack, auth_headers
 
 # Fast simulator for the suite: 20 ms to the first token, 1000 tokens per second.
 SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "1000"}
@@ -57,7 +57,9 @@ async def db(stack: LocalStack) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def gateway(fleet: LocalStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=fleet.gateway_url, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=fleet.gateway_url, timeout=30, headers=auth_headers()
+    ) as client:
         yield client
 
 

@@ -158,3 +158,27 @@ def checkpointed_text(events: list[dict[str, Any]]) -> str:
     chunks = {e["data"]["index"]: e["data"]["text"] for e in events if e["event"] == "chunk"}
     assert sorted(chunks) == list(range(len(chunks)))
     return "".join(chunks[i] for i in range(len(chunks)))
+
+
+async def start_chat_directly(temporal: Any, request: Any, user: str = "tester") -> Any:
+    """Start a ChatStreamingWorkflow through Temporal, bypassing the gateway, as the
+    gateway would for `user` (owner, search attributes, task timeout), so the gateway
+    serves it to that user. For tests that need ChatRequest fields the API does not
+    expose (tiny chunks, checkpoint window, generation mode, cache TTL)."""
+    from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+    from common import search_attributes
+    from workflows import policies
+    from workflows.chat import ChatStreamingWorkflow
+
+    request.user_id = user
+    return await temporal.start_workflow(
+        ChatStreamingWorkflow.run,
+        request,
+        id=f"chat-test-{uuid.uuid4()}",
+        task_queue="chat-queue",
+        task_timeout=policies.WORKFLOW_TASK_TIMEOUT,
+        search_attributes=TypedSearchAttributes(
+            [SearchAttributePair(search_attributes.USER, user)]
+        ),
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import httpx
 import pytest
@@ -16,11 +15,10 @@ from tests.helpers import (
     generations_for,
     read_all_chunks,
     read_sse,
+    start_chat_directly,
     unique_prompt,
     wait_status,
 )
-from workflows import policies
-from workflows.chat import ChatStreamingWorkflow
 
 
 async def _chat(gateway: httpx.AsyncClient, **body: object) -> dict:
@@ -30,13 +28,7 @@ async def _chat(gateway: httpx.AsyncClient, **body: object) -> dict:
 
 
 async def _direct(temporal: Client, request: ChatRequest):
-    return await temporal.start_workflow(
-        ChatStreamingWorkflow.run,
-        request,
-        id=f"chat-test-{uuid.uuid4()}",
-        task_queue="chat-queue",
-        task_timeout=policies.WORKFLOW_TASK_TIMEOUT,
-    )
+    return await start_chat_directly(temporal, request)
 
 
 async def test_hit_after_a_completed_miss(gateway, simulator) -> None:

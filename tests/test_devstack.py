@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -66,7 +67,11 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
 
         descendants = root.children(recursive=True)
         workers = _wait(lambda: len(_workers(root)) == 2 and _workers(root), 60, "two workers")
-        others = {p.pid for p in descendants} - {w.pid for w in workers}
+        # The supervised processes are circusd's children (their own children, such as
+        # PostgreSQL's per-connection backends, come and go with connections).
+        circusd = root.children()[0]
+        supervised = {p.pid for p in circusd.children()}
+        others = supervised - {w.pid for w in workers}
         victim = workers[0]
         os.kill(victim.pid, signal.SIGKILL)
 
@@ -81,21 +86,29 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
             "worker respawned",
         )
         assert up.poll() is None
-        alive_now = {p.pid for p in root.children(recursive=True)}
+        alive_now = {p.pid for p in circusd.children()}
         assert others <= alive_now, "killing one worker must not stop any other process"
         assert len(respawned) == 2
         assert http_ok(f"{gateway}/readyz")
 
-        # And the fleet still answers.
+        # And the fleet still answers, to the developer key make up printed.
+        key = json.loads((tmp_path / "data" / "credentials.json").read_text())["dev_api_key"]
+        assert key in banner
+        auth = {"Authorization": f"Bearer {key}"}
+        assert httpx.get(f"{gateway}/api/stats").status_code == 401
         started = httpx.post(
-            f"{gateway}/api/workflows/start", json={"prompt": "Still there?", "max_tokens": 30}
+            f"{gateway}/api/workflows/start",
+            json={"prompt": "Still there?", "max_tokens": 30},
+            headers=auth,
         ).json()
         status = _wait(
             lambda: (
-                httpx.get(f"{gateway}/api/workflows/{started['workflow_id']}/status").json()
-                if httpx.get(f"{gateway}/api/workflows/{started['workflow_id']}/status").json()[
-                    "status"
-                ]
+                httpx.get(
+                    f"{gateway}/api/workflows/{started['workflow_id']}/status", headers=auth
+                ).json()
+                if httpx.get(
+                    f"{gateway}/api/workflows/{started['workflow_id']}/status", headers=auth
+                ).json()["status"]
                 == "completed"
                 else None
             ),

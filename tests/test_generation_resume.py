@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from temporalio.client import Client
 
@@ -14,12 +13,11 @@ from tests.helpers import (
     generations_for,
     preview_text,
     read_sse,
+    start_chat_directly,
     unique_prompt,
     wait_for,
     wait_status,
 )
-from workflows import policies
-from workflows.chat import ChatStreamingWorkflow
 
 
 def _pid_of(identity: str) -> int:
@@ -37,13 +35,8 @@ async def _generating_worker(handle) -> str | None:  # type: ignore[no-untyped-d
 
 
 async def _start(temporal: Client, prompt: str, max_tokens: int, mode: GenerationMode):
-    return await temporal.start_workflow(
-        ChatStreamingWorkflow.run,
-        ChatRequest(prompt=prompt, max_tokens=max_tokens, generation_mode=mode),
-        id=f"chat-test-{uuid.uuid4()}",
-        task_queue="chat-queue",
-        task_timeout=policies.WORKFLOW_TASK_TIMEOUT,
-    )
+    request = ChatRequest(prompt=prompt, max_tokens=max_tokens, generation_mode=mode)
+    return await start_chat_directly(temporal, request)
 
 
 async def test_kill_9_during_generation_twice_pays_once_and_text_never_restarts(

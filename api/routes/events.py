@@ -9,12 +9,14 @@ from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse
 
 from api import chats
+from api.auth import CurrentUser
 from api.deps import HubDep, StoreDep, TemporalDep
 from api.events import follow, sse_message
 from api.routes.workflows import WorkflowId
+from api.schemas import ERROR_RESPONSES
 from common.errors import InvalidRequestError
 
-router = APIRouter(prefix="/api/workflows", tags=["workflows"])
+router = APIRouter(prefix="/api/workflows", tags=["workflows"], responses=ERROR_RESPONSES)
 
 _MAX_EVENT_ID = 10**12
 
@@ -44,6 +46,7 @@ async def events(
     client: TemporalDep,
     store: StoreDep,
     hub: HubDep,
+    user: CurrentUser,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     last_event_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> EventSourceResponse:
@@ -52,7 +55,7 @@ async def events(
     `cancelled`. Reconnect with `Last-Event-ID` (header or `last_event_id` query) to
     get exactly the events missed, then live ones."""
     after = parse_last_event_id(last_event_id_header, last_event_id)
-    await chats.ensure_chat_exists(client, store, workflow_id)
+    await chats.ensure_owner(client, store, workflow_id, user)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
         async for event in follow(hub, store, workflow_id, after):

@@ -8,19 +8,37 @@ from fastapi import APIRouter, Path, Query
 
 from activities.validation import check_prompt
 from api import chats
-from api.deps import SettingsDep, StoreDep, TemporalDep
+from api.auth import CurrentUser
+from api.deps import LimitsDep, SettingsDep, StoreDep, TemporalDep
 from api.errors import PromptTooLargeError
-from api.schemas import CancelResponse, ChatStatus, ChunkPage, StartChatBody, StartChatResponse
+from api.schemas import (
+    ERROR_RESPONSES,
+    CancelResponse,
+    ChatStatus,
+    ChunkPage,
+    ErrorBody,
+    StartChatBody,
+    StartChatResponse,
+)
 
-router = APIRouter(prefix="/api/workflows", tags=["workflows"])
+router = APIRouter(prefix="/api/workflows", tags=["workflows"], responses=ERROR_RESPONSES)
 
 WorkflowId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._:@-]{1,200}$")]
-ANONYMOUS = "anonymous"
 
 
-@router.post("/start", status_code=202, response_model=StartChatResponse)
+@router.post(
+    "/start",
+    status_code=202,
+    response_model=StartChatResponse,
+    responses={413: {"model": ErrorBody, "description": "Prompt or max_tokens too large."}},
+)
 async def start(
-    body: StartChatBody, client: TemporalDep, store: StoreDep, settings: SettingsDep
+    body: StartChatBody,
+    user: CurrentUser,
+    client: TemporalDep,
+    store: StoreDep,
+    limits: LimitsDep,
+    settings: SettingsDep,
 ) -> StartChatResponse:
     """Start a chat; returns at once with its workflow id (follow it with status/chunks)."""
     if len(body.prompt) > settings.max_prompt_chars:
@@ -33,7 +51,8 @@ async def start(
         raise PromptTooLargeError(
             f"max_tokens {body.max_tokens} is above the limit of {settings.max_tokens_limit}."
         )
-    workflow_id = await chats.start_chat(client, store, settings, body, ANONYMOUS)
+    await chats.check_limits(limits, settings, user)
+    workflow_id = await chats.start_chat(client, store, settings, body, user)
     return StartChatResponse(
         workflow_id=workflow_id,
         status="running",
@@ -43,27 +62,41 @@ async def start(
 
 @router.get("/{workflow_id}/status", response_model=ChatStatus)
 async def status(
-    workflow_id: WorkflowId, client: TemporalDep, store: StoreDep, settings: SettingsDep
+    workflow_id: WorkflowId,
+    user: CurrentUser,
+    client: TemporalDep,
+    store: StoreDep,
+    settings: SettingsDep,
 ) -> ChatStatus:
     """Stage and progress, from the live workflow or, when no worker answers, PostgreSQL."""
+    await chats.ensure_owner_or_unavailable(client, store, workflow_id, user)
     return await chats.chat_status(client, store, settings, workflow_id)
 
 
 @router.get("/{workflow_id}/chunks", response_model=ChunkPage)
 async def chunks(
     workflow_id: WorkflowId,
+    user: CurrentUser,
     client: TemporalDep,
     store: StoreDep,
     from_id: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> ChunkPage:
     """Checkpointed chunks from cursor `from_id`, contiguous; ask again with `next_from_id`."""
+    await chats.ensure_owner(client, store, workflow_id, user)
     return await chats.chunk_page(client, store, workflow_id, from_id, limit)
 
 
-@router.post("/{workflow_id}/cancel", status_code=202, response_model=CancelResponse)
-async def cancel(workflow_id: WorkflowId, client: TemporalDep) -> CancelResponse:
+@router.post(
+    "/{workflow_id}/cancel",
+    status_code=202,
+    response_model=CancelResponse,
+)
+async def cancel(
+    workflow_id: WorkflowId, user: CurrentUser, client: TemporalDep, store: StoreDep
+) -> CancelResponse:
     """Cancel a running chat; chunks already saved stay readable."""
+    await chats.ensure_owner(client, store, workflow_id, user)
     return CancelResponse(
         workflow_id=workflow_id, status=await chats.cancel_chat(client, workflow_id)
     )

@@ -1,0 +1,65 @@
+"""Who is calling: API keys (bearer tokens) from `API_KEYS`, and per-user limits.
+
+`API_KEYS` lists `user:key` pairs separated by commas (`make up` generates one for
+the developer and one for the Chainlit UI). A request carries its key as
+`Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys are compared in constant
+time and never logged; workflows only ever see the user id.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from api.deps import SettingsDep
+from common.errors import NotAuthenticatedError
+from common.settings import Settings
+
+ANONYMOUS = "anonymous"
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """`"alice:k1,bob:k2"` -> `{"k1": "alice", "k2": "bob"}`; malformed pairs are refused."""
+    keys: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in raw.split(","))):
+        user, sep, key = pair.partition(":")
+        if not sep or not user or len(key) < 16:
+            raise ValueError("API_KEYS must be user:key pairs with keys of 16+ characters")
+        keys[key] = user
+    return keys
+
+
+def _keys(settings: Settings) -> dict[str, str]:
+    raw = settings.api_keys.get_secret_value() if settings.api_keys else ""
+    return parse_api_keys(raw)
+
+
+def current_user(
+    request: Request,
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> str:
+    """The user id the request's API key belongs to; 401 without a valid key."""
+    if not settings.auth_enabled:
+        return ANONYMOUS
+    presented = x_api_key
+    if authorization and authorization.lower().startswith("bearer "):
+        presented = authorization[7:].strip()
+    if not presented:
+        raise NotAuthenticatedError("An API key is required: send 'Authorization: Bearer <key>'.")
+    keys: dict[str, str] = request.app.state.api_keys
+    for key, user in keys.items():
+        if hmac.compare_digest(key.encode(), presented.encode()):
+            return user
+    raise NotAuthenticatedError("This API key is not valid.")
+
+
+CurrentUser = Annotated[str, Depends(current_user)]
+
+
+def load_api_keys(settings: Settings) -> dict[str, str]:
+    """Parsed once at start-up (a malformed API_KEYS stops the gateway with a clear error)."""
+    return _keys(settings)
