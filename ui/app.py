@@ -34,7 +34,7 @@ from ui.turns import TurnRunner, message_from_step  # noqa: E402
 # returns; followers of unfinished turns wait this long so their updates come after.
 RESUME_DELAY_S = 0.3
 
-logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
 settings = get_settings()
 links = TemporalLinks(settings.temporal_ui_url, settings.temporal_namespace)
@@ -48,7 +48,12 @@ def gateway() -> GatewayClient:
     """The process's gateway client, created on first use inside Chainlit's event loop."""
     global _gateway
     if _gateway is None:
-        _gateway = GatewayClient(settings.gateway_url, timeout_s=settings.ui_gateway_timeout_s)
+        api_key = settings.gateway_api_key
+        _gateway = GatewayClient(
+            settings.gateway_url,
+            timeout_s=settings.ui_gateway_timeout_s,
+            api_key=api_key.get_secret_value() if api_key else None,
+        )
     return _gateway
 
 
@@ -98,7 +103,8 @@ async def on_message(message: cl.Message) -> None:
         prompt_message_id=message.id,
         gateway=gateway(),
         links=links,
-        poll_interval_s=settings.ui_poll_interval_s,
+        update_interval_s=settings.ui_update_interval_s,
+        reconnect_give_up_s=settings.ui_reconnect_give_up_s,
     )
     await _run_turn(
         runner, runner.run(message.content, conversation_id=cl.context.session.thread_id)
@@ -117,7 +123,8 @@ async def _follow_unfinished(turns: Sequence[UnfinishedTurn], thread_id: str) ->
                 record=turn.record,
                 gateway=gateway(),
                 links=links,
-                poll_interval_s=settings.ui_poll_interval_s,
+                update_interval_s=settings.ui_update_interval_s,
+                reconnect_give_up_s=settings.ui_reconnect_give_up_s,
             )
             for turn in turns
         ]
@@ -135,7 +142,9 @@ async def _follow_unfinished(turns: Sequence[UnfinishedTurn], thread_id: str) ->
 async def on_chat_resume(thread: ThreadDict) -> None:
     """A reopened thread (sidebar, F5, or a reconnect to a restarted server).
 
-    Every reply whose turn had not ended is followed again from chunk 0.
+    Every reply whose turn had not ended is followed again from the first event of its
+    stream (``Last-Event-ID`` 0: the gateway replays the whole log), and its content is
+    rebuilt from those events, so nothing shows twice.
     """
     turns = unfinished_turns(thread.get("steps") or [])
     if turns:

@@ -1,8 +1,10 @@
-"""The UI's only way to the backend: typed HTTP calls to the gateway, and a follower.
+"""The UI's only way to the backend: typed HTTP calls to the gateway, and the event stream.
 
-``GatewayClient`` wraps the gateway's workflow routes. ``follow_workflow`` turns them
-into an async stream of ``WorkflowUpdate`` (new chunks plus the latest status) by
-polling; it is the one place to change when the gateway's SSE route replaces polling.
+``GatewayClient`` wraps the gateway's workflow routes; ``GatewayClient.events`` reads
+one connection of a chat's Server-Sent Events stream (``GET /api/workflows/{id}/events``).
+``follow_events`` follows that stream to its terminal event across dropped connections:
+it reconnects with the last event id it got (``Last-Event-ID``), so every event arrives
+exactly once and in order, with a bounded backoff, and gives up after a long outage.
 
 Exceptions, caught by type, never by message (``str(error)`` is written for people):
 
@@ -16,16 +18,24 @@ Exceptions, caught by type, never by message (``str(error)`` is written for peop
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from httpx_sse import aconnect_sse
 
 TERMINAL_STATUSES = frozenset(
     {"completed", "failed", "cancelled", "canceled", "terminated", "timed_out"}
 )
+# Event types that end a chat's stream; a workflow terminated or timed out in Temporal
+# ends without one (only its status says so).
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+# The gateway sends a keep-alive comment every 15 s: a stream silent for longer is dead.
+STREAM_READ_TIMEOUT_S = 45.0
 
 
 class GatewayError(Exception):
@@ -110,32 +120,25 @@ class WorkflowStatus:
 
 
 @dataclass(frozen=True, slots=True)
-class Chunk:
-    """One checkpointed piece of an answer; answers are their chunks' text in id order."""
+class ChatEvent:
+    """One event of a chat's stream: ``id`` is its sequence number (1, 2, 3, …)."""
 
     id: int
-    text: str
+    type: str
+    data: Mapping[str, Any]
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for the last event of the stream (completed, failed or cancelled)."""
+        return self.type in TERMINAL_EVENTS
 
 
 @dataclass(frozen=True, slots=True)
-class ChunkPage:
-    """Chunks from a given id on, and the id to ask for next."""
+class StreamInterrupted:
+    """Yielded by ``follow_events`` when the stream dropped: it reconnects in ``retry_in_s``."""
 
-    chunks: tuple[Chunk, ...]
-    next_from_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowUpdate:
-    """One step of ``follow_workflow``: chunks not yielded before, and the latest status.
-
-    ``problem`` is set (and ``new_chunks`` empty) while the gateway cannot be reached and
-    the follower keeps retrying.
-    """
-
-    status: WorkflowStatus
-    new_chunks: tuple[Chunk, ...] = ()
-    problem: str | None = None
+    message: str
+    retry_in_s: float
 
 
 def _detail_message(response: httpx.Response) -> str:
@@ -156,6 +159,30 @@ def _detail_message(response: httpx.Response) -> str:
     return f"the gateway answered {response.status_code} {response.reason_phrase}"
 
 
+def _raise_for_status(response: httpx.Response) -> None:
+    """Raise the typed error of a failed gateway response (its body must have been read)."""
+    if response.is_success:
+        return
+    message = _detail_message(response)
+    code = response.status_code
+    if code in (413, 422):
+        raise InvalidPrompt(message, status_code=code)
+    if code == 404:
+        raise WorkflowNotFound(message, status_code=code)
+    if code >= 500:
+        raise GatewayUnavailable(message, status_code=code)
+    raise GatewayRejected(message, status_code=code)
+
+
+def _parse_event(event_id: str, event_type: str, data: str) -> ChatEvent:
+    try:
+        parsed = json.loads(data) if data else {}
+        seq = int(event_id)
+    except ValueError as exc:
+        raise GatewayUnavailable("The gateway sent a malformed event.") from exc
+    return ChatEvent(id=seq, type=event_type, data=parsed if isinstance(parsed, Mapping) else {})
+
+
 @dataclass
 class GatewayClient:
     """Async client of the gateway's ``/api/workflows`` routes."""
@@ -163,6 +190,7 @@ class GatewayClient:
     base_url: str
     timeout_s: float = 10.0
     transport: httpx.AsyncBaseTransport | None = None
+    api_key: str | None = field(default=None, repr=False)
     _http: httpx.AsyncClient = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -170,6 +198,7 @@ class GatewayClient:
             base_url=self.base_url.rstrip("/"),
             timeout=self.timeout_s,
             transport=self.transport,
+            headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else None,
         )
 
     async def aclose(self) -> None:
@@ -181,26 +210,20 @@ class GatewayClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    def _unreachable(self, exc: Exception) -> GatewayUnavailable:
+        return GatewayUnavailable(
+            f"The gateway at {self.base_url} cannot be reached ({type(exc).__name__})."
+        )
+
     async def _request(
         self, method: str, path: str, *, json: Any = None, params: Any = None
     ) -> Any:
         try:
             response = await self._http.request(method, path, json=json, params=params)
         except httpx.HTTPError as exc:
-            raise GatewayUnavailable(
-                f"The gateway at {self.base_url} cannot be reached ({type(exc).__name__})."
-            ) from exc
-        if response.is_success:
-            return response.json() if response.content else None
-        message = _detail_message(response)
-        code = response.status_code
-        if code in (413, 422):
-            raise InvalidPrompt(message, status_code=code)
-        if code == 404:
-            raise WorkflowNotFound(message, status_code=code)
-        if code >= 500:
-            raise GatewayUnavailable(message, status_code=code)
-        raise GatewayRejected(message, status_code=code)
+            raise self._unreachable(exc) from exc
+        _raise_for_status(response)
+        return response.json() if response.content else None
 
     async def start_workflow(
         self,
@@ -233,76 +256,79 @@ class GatewayClient:
         data = await self._request("GET", f"/api/workflows/{workflow_id}/status")
         return WorkflowStatus.from_json({"workflow_id": workflow_id, **data})
 
-    async def get_chunks(self, workflow_id: str, from_id: int = 0) -> ChunkPage:
-        data = await self._request(
-            "GET", f"/api/workflows/{workflow_id}/chunks", params={"from_id": from_id}
-        )
-        chunks = tuple(
-            Chunk(id=int(item["id"]), text=str(item.get("text") or ""))
-            for item in data.get("chunks") or ()
-        )
-        next_from_id = data.get("next_from_id")
-        if next_from_id is None:
-            next_from_id = chunks[-1].id + 1 if chunks else from_id
-        return ChunkPage(chunks=chunks, next_from_id=int(next_from_id))
-
     async def cancel_workflow(self, workflow_id: str) -> None:
         await self._request("POST", f"/api/workflows/{workflow_id}/cancel")
 
+    async def events(self, workflow_id: str, *, after: int = 0) -> AsyncGenerator[ChatEvent, None]:
+        """One connection to the chat's event stream: the events with ids above ``after``.
 
-async def follow_workflow(
+        Ends when the gateway ends the stream (right after the terminal event, or when it
+        shuts down); a connection that cannot be opened, breaks or stays silent raises
+        ``GatewayUnavailable``. Read it to its end: a response left half-read is closed
+        later by the garbage collector, from another task, which httpcore cannot do.
+        """
+        headers = {"Last-Event-ID": str(after)} if after else {}
+        timeout = httpx.Timeout(self.timeout_s, read=max(self.timeout_s, STREAM_READ_TIMEOUT_S))
+        path = f"/api/workflows/{workflow_id}/events"
+        try:
+            async with aconnect_sse(
+                self._http, "GET", path, headers=headers, timeout=timeout
+            ) as source:
+                if not source.response.is_success:
+                    await source.response.aread()
+                    _raise_for_status(source.response)
+                async for sse in source.aiter_sse():
+                    yield _parse_event(sse.id, sse.event, sse.data)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+
+
+async def follow_events(
     client: GatewayClient,
     workflow_id: str,
     *,
-    interval_s: float = 0.2,
-    max_outage_s: float = 600.0,
-) -> AsyncIterator[WorkflowUpdate]:
-    """Yield the workflow's chunks from the first one on, and its status, until it ends.
+    after: int = 0,
+    first_backoff_s: float = 0.5,
+    max_backoff_s: float = 5.0,
+    give_up_after_s: float = 300.0,
+) -> AsyncIterator[ChatEvent | StreamInterrupted]:
+    """Yield the chat's events with ids above ``after``, in order, each once, up to the
+    terminal event, reconnecting whenever the stream drops.
 
-    Each chunk is yielded once, in id order. An update is yielded whenever new chunks or
-    a changed status arrive; the last update carries a terminal status and follows every
-    chunk saved. While the gateway is unreachable, updates carry ``problem`` and polling
-    backs off; after ``max_outage_s`` without an answer, the last ``GatewayUnavailable``
-    is raised. ``WorkflowNotFound`` is raised at once.
+    A reconnect asks for the events after the last one yielded (``Last-Event-ID``).
+    Before each reconnect a ``StreamInterrupted`` says why and when; the pause doubles
+    from ``first_backoff_s`` up to ``max_backoff_s`` and starts again once an event
+    arrives. When the stream has kept failing for ``give_up_after_s`` with no event in
+    between, ``GatewayUnavailable`` is raised. ``WorkflowNotFound`` (and any other
+    refusal) is raised at once.
     """
-    next_from_id = 0
-    last_chunk_id: int | None = None
-    last_status: WorkflowStatus | None = None
-    outage_started: float | None = None
-    backoff_s = interval_s
-
+    last_id = after
+    ended = False
+    backoff_s = first_backoff_s
+    outage_since: float | None = None  # first failure since the last event
     while True:
         try:
-            status = await client.get_status(workflow_id)
-            # Read chunks after the status: once the status is terminal, this read sees
-            # every chunk the workflow saved.
-            fresh: list[Chunk] = []
-            while True:
-                page = await client.get_chunks(workflow_id, next_from_id)
-                for chunk in page.chunks:
-                    if last_chunk_id is None or chunk.id > last_chunk_id:
-                        fresh.append(chunk)
-                        last_chunk_id = chunk.id
-                advanced = page.next_from_id > next_from_id
-                next_from_id = max(next_from_id, page.next_from_id)
-                if not (status.is_terminal and page.chunks and advanced):
-                    break
+            async with contextlib.aclosing(client.events(workflow_id, after=last_id)) as events:
+                async for event in events:  # to the end: the gateway closes after the last
+                    if ended or event.id <= last_id:
+                        continue  # never twice, whatever the server sends
+                    last_id = event.id
+                    backoff_s, outage_since = first_backoff_s, None
+                    ended = event.is_terminal
+                    yield event
+            if ended:
+                return
+            problem = "The gateway ended the event stream early."
         except GatewayUnavailable as exc:
-            now = time.monotonic()
-            outage_started = outage_started or now
-            if now - outage_started > max_outage_s:
-                raise
-            known = last_status or WorkflowStatus(workflow_id=workflow_id, status="unknown")
-            yield WorkflowUpdate(status=known, problem=exc.message)
-            await asyncio.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, 5.0)
-            continue
-
-        outage_started = None
-        backoff_s = interval_s
-        if fresh or status != last_status:
-            yield WorkflowUpdate(status=status, new_chunks=tuple(fresh))
-        last_status = status
-        if status.is_terminal:
-            return
-        await asyncio.sleep(interval_s)
+            if ended:
+                return  # the connection broke after the last event: nothing was lost
+            problem = exc.message
+        now = time.monotonic()
+        outage_since = now if outage_since is None else outage_since
+        if now - outage_since >= give_up_after_s:
+            raise GatewayUnavailable(
+                f"{problem} Still no answer after {give_up_after_s:.0f} s; stopped retrying."
+            )
+        yield StreamInterrupted(problem, retry_in_s=backoff_s)
+        await asyncio.sleep(backoff_s)
+        backoff_s = min(backoff_s * 2, max_backoff_s)

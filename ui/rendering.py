@@ -1,9 +1,11 @@
 """Markdown of the assistant's reply message, for every state a turn goes through.
 
-Pure functions, no Chainlit: a reply is the answer saved so far, followed (after a blank
-line) by one footer line of small badges: stage and progress while the workflow runs;
-duration, tokens, cost and a link to the workflow's Temporal history once it ended; and
-a clear sentence for a stop or an error. Nothing here ever shows a stack trace.
+Pure functions, no Chainlit: a reply is the answer so far (``LiveAnswer.text``: the
+checkpointed chunks continued by the live preview), followed (after a blank line) by a
+footer line of small badges: stage and progress while the workflow runs (with a note
+when the LLM call restarted); duration, tokens, cost and a link to the workflow's
+Temporal history once it ended (then the answer is the checkpointed text alone); and a
+clear sentence for a stop or an error. Nothing here ever shows a stack trace.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from ui.gateway_client import WorkflowStatus
+from ui.live_answer import LiveAnswer
 
 STARTING_TEXT = "Starting the answer…"
 
@@ -51,16 +54,12 @@ def _compose(answer: str, *footer_lines: str) -> str:
     return body or footer
 
 
-def progress_badges(status: WorkflowStatus | None) -> list[str]:
-    """Stage, progress and chunk count of a running workflow, as badges."""
-    if status is None:
-        return [badge("queued")]
-    badges = [badge(status.stage or status.status)]
-    if status.progress is not None:
-        badges.append(badge(f"{status.progress:.0f}%"))
-    if status.chunks_saved is not None:
-        total = f"/{status.total_chunks}" if status.total_chunks else ""
-        badges.append(badge(f"{status.chunks_saved}{total} chunks saved"))
+def progress_badges(answer: LiveAnswer) -> list[str]:
+    """Stage, progress and chunk count of a running answer, as badges."""
+    badges = [badge(answer.stage or "queued")]
+    if answer.progress is not None:
+        badges.append(badge(f"{answer.progress:.0f}%"))
+        badges.append(badge(f"{answer.chunks_saved}/{answer.total_chunks} chunks saved"))
     return badges
 
 
@@ -91,41 +90,58 @@ def render_starting() -> str:
     return STARTING_TEXT
 
 
+def restart_badge(restarts: int) -> str:
+    return badge("restarted once" if restarts == 1 else f"restarted {restarts} times")
+
+
 def render_running(
-    answer: str,
-    status: WorkflowStatus | None,
+    answer: LiveAnswer,
     *,
     links: TemporalLinks,
     workflow_id: str,
     problem: str | None = None,
     stopping: bool = False,
 ) -> str:
-    """A reply whose workflow still runs: what is saved so far, then stage and progress."""
-    badges = progress_badges(status)
+    """A reply whose workflow still runs: the answer so far (checkpointed text continued
+    by the live preview), then stage and progress."""
+    badges = progress_badges(answer)
     if stopping:
         badges.insert(0, badge("stopping…"))
-    lines = [" ".join([*badges, history_link(links, workflow_id)])]
-    if status is not None and status.error:
-        lines.append(f"**Trouble, retrying**: {status.error}")
+    lines = []
+    if answer.restart_notes:
+        lines.append(f"↻ *{answer.restart_notes[-1]}*")
+    lines.append(" ".join([*badges, history_link(links, workflow_id)]))
     if problem:
         lines.append(f"**Gateway unreachable, retrying**: {problem}")
-    return _compose(answer, *lines)
+    return _compose(answer.text, *lines)
 
 
-def render_ended(answer: str, status: WorkflowStatus, *, links: TemporalLinks) -> str:
-    """A reply whose workflow ended: the answer, what happened, and the result badges."""
+def render_ended(
+    answer: LiveAnswer,
+    status: WorkflowStatus | None,
+    *,
+    links: TemporalLinks,
+    workflow_id: str,
+) -> str:
+    """A reply whose workflow ended: the checkpointed answer, what happened, and the
+    result badges (from the final ``status``, when the gateway gave one)."""
+    text = answer.checkpointed
+    outcome = answer.outcome or (status.status if status else "unknown")
+    error = answer.error or (status.error if status else None)
     notice = ""
-    if status.status in ("cancelled", "canceled"):
-        kept = "what was saved is kept above." if answer.strip() else "nothing was saved yet."
+    if outcome in ("cancelled", "canceled"):
+        kept = "what was saved is kept above." if text.strip() else "nothing was saved yet."
         notice = f"**Stopped**: the workflow was cancelled; {kept}"
-    elif status.status == "failed":
-        reason = status.error or "the workflow failed"
-        notice = f"**The answer failed**: {reason}"
-    elif status.status != "completed":
-        reason = f": {status.error}" if status.error else "."
-        notice = f"**The workflow ended as {status.status}**{reason}"
-    footer = " ".join([*result_badges(status), history_link(links, status.workflow_id)])
-    return _compose(answer, notice, footer)
+    elif outcome == "failed":
+        notice = f"**The answer failed**: {error or 'the workflow failed'}"
+    elif outcome != "completed":
+        reason = f": {error}" if error else "."
+        notice = f"**The workflow ended as {outcome}**{reason}"
+    badges = result_badges(status) if status is not None else []
+    if answer.restarts:
+        badges.append(restart_badge(answer.restarts))
+    footer = " ".join([*badges, history_link(links, workflow_id)])
+    return _compose(text, notice, footer)
 
 
 def render_rejected(message: str) -> str:

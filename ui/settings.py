@@ -3,6 +3,7 @@
 Every field maps to the environment variable of the same name in upper case:
 
 - ``GATEWAY_URL`` (``http://127.0.0.1:8000``): the gateway, the UI's only backend.
+- ``GATEWAY_API_KEY``: the UI's own API key for the gateway (``make up`` generates it).
 - ``UI_HOST`` (``127.0.0.1``) and ``UI_PORT`` (``8501``): where Chainlit listens.
 - ``DATABASE_URL`` (``postgresql://postgres@127.0.0.1:5433/durable_chat``): the database of
   Chainlit's data layer (users, conversations, messages); the same one as the backend's.
@@ -10,8 +11,12 @@ Every field maps to the environment variable of the same name in upper case:
 - ``UI_USERNAME`` (``admin``) and ``UI_PASSWORD`` (required): the one password login.
 - ``TEMPORAL_UI_URL`` (``http://localhost:8233``) and ``TEMPORAL_NAMESPACE`` (``default``):
   the links to each workflow's history.
-- ``UI_POLL_INTERVAL_S`` (``0.2``): pause between two polls of the gateway.
-- ``UI_GATEWAY_TIMEOUT_S`` (``10``): timeout of one gateway request.
+- ``UI_UPDATE_INTERVAL_S`` (``0.1``): shortest pause between two updates of a reply on
+  screen while its answer streams.
+- ``UI_RECONNECT_GIVE_UP_S`` (``300``): how long the UI keeps reconnecting to a chat's
+  event stream while the gateway is unreachable before it says so and stops.
+- ``UI_GATEWAY_TIMEOUT_S`` (``10``): timeout of one gateway request (and of connecting
+  to the event stream).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class UISettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     gateway_url: str = "http://127.0.0.1:8000"
+    gateway_api_key: SecretStr | None = None
     ui_host: str = "127.0.0.1"
     ui_port: int = 8501
     database_url: str = "postgresql://postgres@127.0.0.1:5433/durable_chat"
@@ -36,7 +42,8 @@ class UISettings(BaseSettings):
     ui_password: SecretStr
     temporal_ui_url: str = "http://localhost:8233"
     temporal_namespace: str = "default"
-    ui_poll_interval_s: float = Field(default=0.2, gt=0)
+    ui_update_interval_s: float = Field(default=0.1, gt=0)
+    ui_reconnect_give_up_s: float = Field(default=300.0, gt=0)
     ui_gateway_timeout_s: float = Field(default=10.0, gt=0)
 
     @property

@@ -1,20 +1,23 @@
 """One chat turn in the UI: start (or find again) its workflow, follow it, keep the reply.
 
 The reply message is the only thing a turn writes: one assistant message whose content
-is rebuilt from chunk 0 at every update (so nothing ever shows twice, however many
-followers a turn had) and whose metadata remembers the turn (``TurnRecord``). That
-metadata is persisted by Chainlit's data layer *before* the reply changes on screen, so
-a page reload or a restarted Chainlit server finds every unfinished turn in the thread
-and follows it again (``unfinished_turns``), by workflow id, or by idempotency key if the
-workflow id was not saved yet: the gateway never starts a second workflow for a turn.
+is rebuilt from the turn's whole event stream at every update (``LiveAnswer``: the live
+text while the LLM writes, then the checkpointed chunks), so nothing ever shows twice,
+however many followers a turn had or however often the stream reconnected. Its metadata
+remembers the turn (``TurnRecord``) and is persisted by Chainlit's data layer *before*
+the reply changes on screen, so a page reload or a restarted Chainlit server finds every
+unfinished turn in the thread and follows it again from the stream's first event, by
+workflow id, or by idempotency key if the workflow id was not saved yet: the gateway
+never starts a second workflow for a turn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import chainlit as cl
@@ -29,21 +32,42 @@ from ui.gateway_client import (
     GatewayRejected,
     GatewayUnavailable,
     InvalidPrompt,
+    StreamInterrupted,
     WorkflowNotFound,
     WorkflowStatus,
-    follow_workflow,
+    follow_events,
 )
+from ui.live_answer import LiveAnswer
 from ui.rendering import TemporalLinks
 from ui.turn_record import TurnRecord
 
 log = logging.getLogger(__name__)
 
 CHAINLIT_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # what Chainlit's data layer parses
+PARENT_GAP = timedelta(milliseconds=2)
 START_ATTEMPTS = 5
+START_FIRST_BACKOFF_S = 0.5
+# After its terminal event, ask for the workflow's status (duration, tokens) this often.
+FINAL_STATUS_ATTEMPTS = 10
+FINAL_STATUS_PAUSE_S = 0.3
+# A stream quiet for this long: check whether Temporal ended the workflow without it.
+QUIET_CHECK_S = 20.0
+SILENT_ENDS = frozenset({"terminated", "timed_out"})
 
 
-def _now() -> str:
-    return datetime.now(UTC).replace(tzinfo=None).strftime(CHAINLIT_TIME_FORMAT)
+def _reply_time(parent_created_at: str | None) -> str:
+    """Now, but at least ``PARENT_GAP`` after the reply's parent step was created.
+
+    Chainlit's data layer keeps step times to the millisecond and lists a thread's steps
+    by start time; when the page rebuilds a thread (reload, restarted server, sidebar)
+    it drops a reply listed before its parent step (the ``on_message`` run, created
+    within the same millisecond more often than not).
+    """
+    now = datetime.now(UTC).replace(tzinfo=None)
+    parent = _chainlit_time(parent_created_at)
+    if parent is not None:
+        now = max(now, datetime.strptime(parent, CHAINLIT_TIME_FORMAT) + PARENT_GAP)
+    return now.strftime(CHAINLIT_TIME_FORMAT)
 
 
 def _chainlit_time(value: str | None) -> str | None:
@@ -82,16 +106,22 @@ class TurnRunner:
         record: TurnRecord,
         gateway: GatewayClient,
         links: TemporalLinks,
-        poll_interval_s: float,
+        update_interval_s: float,
+        reconnect_give_up_s: float,
     ) -> None:
         self.reply = reply
         self.record = record
         self.gateway = gateway
         self.links = links
-        self.poll_interval_s = poll_interval_s
+        self.update_interval_s = update_interval_s
+        self.reconnect_give_up_s = reconnect_give_up_s
         self.stop_requested = False
-        self._answer = ""
-        self._last_status: WorkflowStatus | None = None
+        self._answer = LiveAnswer()
+        self._problem: str | None = None
+        self._following = False
+        self._last_event_at = time.monotonic()
+        self._changed = asyncio.Event()
+        self._publishing = asyncio.Lock()
         self._shown: str | None = None
 
     @classmethod
@@ -101,22 +131,25 @@ class TurnRunner:
         prompt_message_id: str,
         gateway: GatewayClient,
         links: TemporalLinks,
-        poll_interval_s: float,
+        update_interval_s: float,
+        reconnect_give_up_s: float,
     ) -> TurnRunner:
         """A new turn: its reply is persisted (with the turn record) and then shown."""
         record = TurnRecord(prompt_message_id=prompt_message_id)
         reply = cl.Message(
             content=rendering.render_starting(),
             metadata=record.to_metadata(),
-            created_at=_now(),  # the time Chainlit orders the thread's messages by
         )
+        parent = context.current_step  # set as the reply's parent by cl.Message
+        reply.created_at = _reply_time(parent.created_at if parent is not None else None)
         reply.persisted = True  # persisted below, awaited, not in a background task
         runner = cls(
             reply=reply,
             record=record,
             gateway=gateway,
             links=links,
-            poll_interval_s=poll_interval_s,
+            update_interval_s=update_interval_s,
+            reconnect_give_up_s=reconnect_give_up_s,
         )
         await runner._persist()
         await reply.send()  # type: ignore[no-untyped-call]
@@ -140,7 +173,7 @@ class TurnRunner:
             log.exception("turn failed in the UI", extra={"workflow_id": self.workflow_id})
             await self._publish(
                 rendering.render_follow_failed(
-                    self._answer,
+                    self._answer.text,
                     "the UI hit an unexpected error; reload the page to pick the answer up again.",
                     links=self.links,
                     workflow_id=self.workflow_id or "",
@@ -162,8 +195,8 @@ class TurnRunner:
             notice = cl.Message(content=f"**Could not stop the answer**: {exc.message}")
             await notice.send()  # type: ignore[no-untyped-call]
             return
-        if self._last_status is not None and not self._last_status.is_terminal:
-            await self._publish(self._render_running(problem=None))
+        if self._following:
+            self._changed.set()  # shows "stopping…" until the cancelled event arrives
 
     async def _start(self, prompt: str | None, *, conversation_id: str) -> bool:
         if prompt is None:
@@ -172,7 +205,7 @@ class TurnRunner:
                 rendering.render_start_failed("the prompt of this turn was not saved.")
             )
             return False
-        delay = self.poll_interval_s
+        delay = START_FIRST_BACKOFF_S
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 workflow_id = await self.gateway.start_workflow(
@@ -193,7 +226,7 @@ class TurnRunner:
                 return await self._give_up(rendering.render_start_failed(exc.message))
         self.record.workflow_id = workflow_id
         self.record.state = "running"
-        await self._publish(self._render_running(problem=None))
+        await self._publish(self._render_running())
         if self.stop_requested:
             await self.request_stop()
         return True
@@ -204,44 +237,113 @@ class TurnRunner:
         return False
 
     async def _follow(self) -> None:
-        assert self.workflow_id is not None
-        parts: list[str] = []
-        try:
-            async for update in follow_workflow(
-                self.gateway, self.workflow_id, interval_s=self.poll_interval_s
-            ):
-                parts.extend(chunk.text for chunk in update.new_chunks)
-                self._answer = "".join(parts)
-                self._last_status = update.status
-                if update.status.is_terminal:
-                    self.record.state = "done"
-                    await self._publish(
-                        rendering.render_ended(self._answer, update.status, links=self.links),
-                        force=True,
-                    )
-                    return
-                await self._publish(self._render_running(problem=update.problem))
-        except WorkflowNotFound as exc:
-            self.record.state = "done"
-            await self._publish(self._render_lost(exc.message))
-        except GatewayUnavailable as exc:  # after a long outage; a reload retries
-            await self._publish(self._render_lost(exc.message))
+        """Follow the workflow's event stream from its first event to its terminal one.
 
-    def _render_running(self, *, problem: str | None) -> str:
+        Three tasks: the reader applies events to the answer; the renderer shows the
+        answer at most every ``update_interval_s``; the watchdog notices a workflow that
+        ended without a terminal event (terminated or timed out in Temporal).
+        """
+        assert self.workflow_id is not None
+        self._answer = LiveAnswer()  # rebuilt from event 1: nothing can show twice
+        self._following = True
+        self._last_event_at = time.monotonic()
+        reader = asyncio.create_task(self._read_events())
+        watchdog = asyncio.create_task(self._watch_for_silent_end())
+        renderer = asyncio.create_task(self._render_while_following())
+        try:
+            await asyncio.wait({reader, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._following = False
+            for task in (reader, watchdog, renderer):
+                task.cancel()
+            await asyncio.gather(reader, watchdog, renderer, return_exceptions=True)
+
+        if reader.done() and not reader.cancelled():
+            error = reader.exception()
+            if isinstance(error, WorkflowNotFound):
+                self.record.state = "done"
+                await self._publish(self._render_lost(error.message))
+                return
+            if isinstance(error, GatewayUnavailable):  # a long outage; a reload retries
+                await self._publish(self._render_lost(error.message))
+                return
+            if error is not None:
+                raise error
+            status = await self._final_status()
+        else:
+            status = watchdog.result()
+        self.record.state = "done"
+        await self._publish(
+            rendering.render_ended(
+                self._answer, status, links=self.links, workflow_id=self.workflow_id
+            ),
+            force=True,
+        )
+
+    async def _read_events(self) -> None:
+        assert self.workflow_id is not None
+        async for item in follow_events(
+            self.gateway, self.workflow_id, give_up_after_s=self.reconnect_give_up_s
+        ):
+            if isinstance(item, StreamInterrupted):
+                self._problem = f"{item.message} Reconnecting in {item.retry_in_s:g} s…"
+            else:
+                self._problem = None
+                self._last_event_at = time.monotonic()
+                self._answer.apply(item)
+            self._changed.set()
+
+    async def _render_while_following(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            await self._publish(self._render_running())
+            await asyncio.sleep(self.update_interval_s)
+
+    async def _watch_for_silent_end(self) -> WorkflowStatus:
+        """The status of a workflow that ended without a terminal event, once the stream
+        has been quiet for a while (only Temporal knows it was terminated or timed out)."""
+        assert self.workflow_id is not None
+        while True:
+            await asyncio.sleep(QUIET_CHECK_S)
+            if time.monotonic() - self._last_event_at < QUIET_CHECK_S:
+                continue
+            try:
+                status = await self.gateway.get_status(self.workflow_id)
+            except GatewayError:
+                continue
+            if status.status in SILENT_ENDS:
+                return status
+
+    async def _final_status(self) -> WorkflowStatus | None:
+        """The ended workflow's status, for the result badges. Temporal can still call the
+        workflow running for a moment after its terminal event: ask again briefly."""
+        assert self.workflow_id is not None
+        status: WorkflowStatus | None = None
+        for attempt in range(1, FINAL_STATUS_ATTEMPTS + 1):
+            try:
+                status = await self.gateway.get_status(self.workflow_id)
+            except GatewayError as exc:
+                log.info("final status unavailable: %s", exc.message)
+            if (status is not None and status.is_terminal) or attempt == FINAL_STATUS_ATTEMPTS:
+                return status
+            await asyncio.sleep(FINAL_STATUS_PAUSE_S)
+        return status
+
+    def _render_running(self) -> str:
         assert self.workflow_id is not None
         return rendering.render_running(
             self._answer,
-            self._last_status,
             links=self.links,
             workflow_id=self.workflow_id,
-            problem=problem,
+            problem=self._problem,
             stopping=self.stop_requested,
         )
 
     def _render_lost(self, message: str) -> str:
         assert self.workflow_id is not None
         return rendering.render_follow_failed(
-            self._answer, message, links=self.links, workflow_id=self.workflow_id
+            self._answer.text, message, links=self.links, workflow_id=self.workflow_id
         )
 
     async def _persist(self) -> None:
@@ -255,13 +357,14 @@ class TurnRunner:
 
     async def _publish(self, content: str, *, force: bool = False) -> None:
         """Persist, then show, the reply with this content and the current turn record."""
-        if content == self._shown and not force and self._persisted_state_is_current():
-            return
-        self.reply.content = content
-        self.reply.metadata = {**(self.reply.metadata or {}), **self.record.to_metadata()}
-        await self._persist()
-        await context.emitter.update_step(self.reply.to_dict())
-        self._shown = content
+        async with self._publishing:
+            if content == self._shown and not force and self._persisted_state_is_current():
+                return
+            self.reply.content = content
+            self.reply.metadata = {**(self.reply.metadata or {}), **self.record.to_metadata()}
+            await self._persist()
+            await context.emitter.update_step(self.reply.to_dict())
+            self._shown = content
 
     def _persisted_state_is_current(self) -> bool:
         saved = TurnRecord.from_metadata(self.reply.metadata)

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from devstack.harness import LocalStack
+from devstack.harness import LocalStack, auth_headers
 from tests.browser.harness import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -95,7 +95,9 @@ async def page(chromium: Browser, chainlit: ChainlitServer, tmp_path: Path) -> A
 
 @pytest.fixture
 async def stack_gateway(browser_stack: LocalStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=browser_stack.gateway_url, timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=browser_stack.gateway_url, timeout=30, headers=auth_headers("ui")
+    ) as client:
         yield client
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from devstack.harness import LocalStack, ManagedProcess, free_port, http_ok
+from devstack.harness import TEST_API_KEYS, LocalStack, ManagedProcess, free_port, http_ok
 from llm_simulator.text import simulated_tokens
 from tests.helpers import wait_for
 
@@ -25,7 +25,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 # About 5 s per answer: 300 ms to the first token, then 512 tokens at 100 per second.
-SLOW_SIMULATOR_ENV = {"SIM_TTFT_MS": "300", "SIM_TOKENS_PER_SECOND": "100"}
+# Slow enough (about 10 s for the default 512 tokens) that a reload or a restart lands
+# mid-answer even on a loaded 2-core machine.
+SLOW_SIMULATOR_ENV = {"SIM_TTFT_MS": "300", "SIM_TOKENS_PER_SECOND": "50"}
 # Short enough that a test can send a prompt the gateway rejects (413).
 MAX_PROMPT_CHARS = 200
 UI_USERNAME = "browser-test"
@@ -55,6 +57,7 @@ class ChainlitServer:
     def env(self) -> dict[str, str]:
         return {
             "GATEWAY_URL": self.stack.gateway_url,
+            "GATEWAY_API_KEY": TEST_API_KEYS["ui"],
             "DATABASE_URL": self.stack.database_url,
             "CHAINLIT_AUTH_SECRET": self.auth_secret,
             "UI_USERNAME": UI_USERNAME,

@@ -1,4 +1,5 @@
-"""The Chainlit UI in a real browser: reload and server restart mid-answer, stop, context.
+"""The Chainlit UI in a real browser: live text, reload and server restarts mid-answer,
+a retried generation, stop, context.
 
 Each test logs in (``page`` fixture), talks to the real stack through the UI only, and
 checks what a person sees against what the simulator generated and what the gateway
@@ -7,13 +8,17 @@ and PostgreSQL recorded. A screenshot of each finished test is saved in its tmp_
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
 import pytest
 from playwright.async_api import Page
 
+from devstack.harness import LocalStack
 from tests.browser.harness import (
     MAX_PROMPT_CHARS,
     TEMPORAL_UI_URL,
@@ -21,12 +26,22 @@ from tests.browser.harness import (
     simulated_answer,
     simulator_request,
 )
-from tests.helpers import generations_for, unique_prompt, wait_for, wait_status
+from tests.helpers import (
+    generations_for,
+    preview_text,
+    read_sse,
+    unique_prompt,
+    wait_for,
+    wait_status,
+)
 
 pytestmark = pytest.mark.browser
 
 ANSWER_TIMEOUT_S = 90
 REPLY = '[data-step-type="assistant_message"]'
+SIMULATOR_HEADER = "[Simulated reply from the durable-chat LLM simulator]"
+# A running reply: the answer so far, then the footer (stage badge, link to Temporal).
+GENERATING_REPLY = re.compile(r"(?P<answer>.*) generating Temporal history ↗")
 
 
 def normalized(text: str) -> str:
@@ -88,6 +103,40 @@ async def wait_for_answer_once(page: Page, answer: str) -> None:
     except TimeoutError:
         pytest.fail(f"answer not shown; replies on the page: {await replies(page)}")
     assert (await chat_text(page)).count(expected) == 1
+    # The reply is the answer, then its badges: nothing before it, no prefix repeated.
+    reply = (await replies(page))[-1]
+    assert reply.startswith(f"{expected} "), reply
+    assert reply.count(SIMULATOR_HEADER) == 1, reply
+
+
+async def test_answer_shows_live_before_it_is_checkpointed(
+    page: Page,
+    stack_gateway: httpx.AsyncClient,
+    stack_simulator: httpx.AsyncClient,
+    stack_db: asyncpg.Pool,
+) -> None:
+    prompt = unique_prompt("Live text test")
+    conversation_id = await send(page, prompt)
+    workflow_id = await only_workflow(stack_db, conversation_id)
+    answer = simulated_answer(await simulator_request(stack_simulator, prompt))
+
+    async def live_text() -> str | None:
+        """Text the page shows while the gateway still says the LLM is generating."""
+        texts = await replies(page)
+        match = GENERATING_REPLY.fullmatch(texts[-1]) if texts else None
+        shown = match.group("answer") if match else ""
+        status = (await stack_gateway.get(f"/api/workflows/{workflow_id}/status")).json()
+        assert status["stage"] in ("queued", "validating", "generating"), (
+            f"the answer was not shown before it was checkpointed: {status}, {texts}"
+        )
+        return shown if status["stage"] == "generating" and shown else None
+
+    shown = await wait_for(live_text, timeout_s=30, interval_s=0.05)
+    assert normalized(answer).startswith(shown)
+    assert len(shown) < len(normalized(answer))
+
+    await wait_for_answer_once(page, answer)
+    assert (await generations_for(stack_simulator, prompt))["started"] == 1
 
 
 async def test_reload_mid_answer_resumes_the_same_workflow(
@@ -187,3 +236,88 @@ async def test_rejected_prompt_is_a_clear_message(page: Page, stack_db: asyncpg.
     assert f"the limit is {MAX_PROMPT_CHARS}" in text
     assert "Traceback" not in await chat_text(page)
     assert await workflow_ids(stack_db, conversation_id) == []
+
+
+def restart_gateway(stack: LocalStack, app_env: dict[str, str]) -> None:
+    """Restart the stack's gateway on the same port with `app_env` (blocking)."""
+    assert stack.gateway is not None
+    stack.gateway.stop()
+    stack.app_env = app_env
+    stack.start_gateway()
+
+
+@contextlib.asynccontextmanager
+async def gateway_settings(stack: LocalStack, **env: str) -> AsyncIterator[None]:
+    """The gateway runs with `env` added (restarted with it), and as before afterwards."""
+    saved = dict(stack.app_env)
+    if env:
+        await asyncio.to_thread(restart_gateway, stack, {**saved, **env})
+    try:
+        yield
+    finally:
+        if env:
+            await asyncio.to_thread(restart_gateway, stack, saved)
+
+
+@pytest.mark.parametrize("generation_mode", ["auto", "restart"])
+async def test_generation_retried_mid_answer_shows_the_answer_once(
+    generation_mode: str,
+    page: Page,
+    browser_stack: LocalStack,
+    stack_gateway: httpx.AsyncClient,
+    stack_simulator: httpx.AsyncClient,
+    stack_db: asyncpg.Pool,
+) -> None:
+    """The LLM connection is cut after 40 tokens. With the simulator, `auto` resumes: the
+    retried call re-attaches to the same generation and the text goes on. `restart`
+    starts the call over: a `reset` event, and the page drops its text and says so."""
+    restarts = generation_mode == "restart"
+    env = {"GENERATION_MODE": generation_mode} if restarts else {}
+    fault = {"fault": "disconnect", "count": 1, "after_tokens": 40}
+    async with gateway_settings(browser_stack, **env):
+        (await stack_simulator.post("/sim/faults", json=fault)).raise_for_status()
+        try:
+            prompt = unique_prompt("Retry test")
+            conversation_id = await send(page, prompt)
+            workflow_id = await only_workflow(stack_db, conversation_id)
+            if restarts:
+                note = page.locator(REPLY).filter(has_text="The answer restarted")
+                await note.first.wait_for()
+            answer = simulated_answer(await simulator_request(stack_simulator, prompt))
+            await wait_for_answer_once(page, answer)
+            assert (await stack_simulator.get("/sim/faults")).json()["remaining"] == 0
+        finally:
+            (await stack_simulator.delete("/sim/faults")).raise_for_status()
+        events = await read_sse(stack_gateway, workflow_id)
+        status = (await stack_gateway.get(f"/api/workflows/{workflow_id}/status")).json()
+
+    assert status["generation_mode"] == ("restart" if restarts else "resume")
+    assert preview_text(events) == answer  # every delta continues the text before it
+    assert [event["event"] for event in events].count("reset") == (1 if restarts else 0)
+    assert ("restarted once" in (await replies(page))[-1]) is restarts
+    generations = (await generations_for(stack_simulator, prompt))["started"]
+    assert generations == (2 if restarts else 1)
+
+
+async def test_gateway_restart_mid_answer_reconnects(
+    page: Page,
+    browser_stack: LocalStack,
+    stack_gateway: httpx.AsyncClient,
+    stack_simulator: httpx.AsyncClient,
+    stack_db: asyncpg.Pool,
+) -> None:
+    prompt = unique_prompt("Gateway restart test")
+    conversation_id = await send(page, prompt)
+    workflow_id = await only_workflow(stack_db, conversation_id)
+    await wait_until_running(page, stack_gateway, workflow_id)
+
+    assert browser_stack.gateway is not None
+    browser_stack.gateway.kill()
+    await page.locator(REPLY).filter(has_text="Gateway unreachable, retrying").first.wait_for()
+    await asyncio.to_thread(browser_stack.start_gateway)  # same port
+
+    answer = simulated_answer(await simulator_request(stack_simulator, prompt))
+    await wait_for_answer_once(page, answer)
+    assert "Gateway unreachable" not in (await replies(page))[-1]
+    assert await workflow_ids(stack_db, conversation_id) == [workflow_id]
+    assert (await generations_for(stack_simulator, prompt))["started"] == 1
