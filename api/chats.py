@@ -237,24 +237,21 @@ async def _query_progress(handle: WorkflowHandle[Any, Any], timeout_s: float) ->
 def _status_from_progress(
     settings: Settings, workflow_id: str, progress: Progress, row: GenerationRow | None
 ) -> ChatStatus:
-    status = _status_from_row(settings, row, "running") if row is not None else None
-    return ChatStatus(
-        workflow_id=workflow_id,
-        status="running",  # Temporal's execution status is authoritative; stage may run ahead
-        stage=progress.stage.value,
-        progress=progress.percent,
-        chunks_saved=progress.chunks_saved,
-        total_chunks=progress.total_chunks or None,
-        error=progress.error,
-        source="workflow",
-        model=status.model if status else None,
-        provider=status.provider if status else None,
-        usage=status.usage if status else None,
-        created_at=status.created_at if status else None,
-        cost_usd=status.cost_usd if status else None,
-        generation_mode=status.generation_mode if status else None,
-        temporal_ui_url=temporal_ui_link(settings, workflow_id),
-    )
+    """The live workflow's progress, with what only PostgreSQL knows (usage, cost, cache)."""
+    live: dict[str, Any] = {
+        "status": "running",  # Temporal's execution status is authoritative; stage may run ahead
+        "stage": progress.stage.value,
+        "progress": progress.percent,
+        "chunks_saved": progress.chunks_saved,
+        "total_chunks": progress.total_chunks or None,
+        "error": progress.error,
+        "source": "workflow",
+    }
+    if row is None:
+        return ChatStatus(
+            workflow_id=workflow_id, temporal_ui_url=temporal_ui_link(settings, workflow_id), **live
+        )
+    return _status_from_row(settings, row, "running").model_copy(update=live)
 
 
 def _status_from_row(
