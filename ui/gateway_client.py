@@ -87,6 +87,9 @@ class WorkflowStatus:
     completion_tokens: int | None = None
     total_tokens: int | None = None
     cost_usd: float | None = None
+    cache_hit: bool = False
+    saved_usd: float | None = None
+    saved_ms: float | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -116,6 +119,9 @@ class WorkflowStatus:
             completion_tokens=completion_tokens,
             total_tokens=total_tokens,
             cost_usd=_as_float(data.get("cost_usd")),
+            cache_hit=data.get("cache_hit") is True,
+            saved_usd=_as_float(data.get("saved_usd")),
+            saved_ms=_as_float(data.get("saved_ms")),
         )
 
 

@@ -68,8 +68,9 @@ def _format_cost(cost_usd: float) -> str:
 
 
 def result_badges(status: WorkflowStatus) -> list[str]:
-    """Duration, tokens and estimated cost of an ended workflow, for the fields present."""
-    badges = []
+    """Cache hit or fresh, duration, tokens, estimated cost and, for a hit, what it saved;
+    for the fields present."""
+    badges = [badge("cache hit" if status.cache_hit else "fresh")]
     if status.duration_ms is not None:
         badges.append(badge(f"{status.duration_ms / 1000:.1f} s"))
     if status.total_tokens is not None:
@@ -77,8 +78,13 @@ def result_badges(status: WorkflowStatus) -> list[str]:
         if status.prompt_tokens is not None and status.completion_tokens is not None:
             detail = f" ({status.prompt_tokens} in, {status.completion_tokens} out)"
         badges.append(badge(f"{status.total_tokens} tokens{detail}"))
-    if status.cost_usd is not None:
+    if status.cost_usd is not None and not status.cache_hit:
         badges.append(badge(f"~{_format_cost(status.cost_usd)} estimated"))
+    if status.cache_hit:
+        saved = [_format_cost(status.saved_usd)] if status.saved_usd is not None else []
+        if status.saved_ms is not None:
+            saved.append(f"{status.saved_ms / 1000:.1f} s")
+        badges.append(badge(f"saved {' and '.join(saved)}" if saved else "no LLM call"))
     return badges
 
 

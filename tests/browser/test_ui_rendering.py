@@ -125,12 +125,16 @@ def test_completed_reply_has_badges_only_for_fields_present() -> None:
     done = status(status="completed", stage="completed", duration_ms=4200,
                   usage={"prompt_tokens": 12, "completion_tokens": 30})  # fmt: skip
     text = render_ended(completed_answer("The answer."), done, links=LINKS, workflow_id="chat-1")
-    assert text.startswith("The answer.\n\n`4.2 s` `42 tokens (12 in, 30 out)` [Temporal")
+    assert text.startswith("The answer.\n\n`fresh` `4.2 s` `42 tokens (12 in, 30 out)` [Temporal")
     assert "$" not in text
     with_cost = status(status="completed", cost_usd=0.00042)
     assert "`~$0.0004 estimated`" in render_ended(
         LiveAnswer(), with_cost, links=LINKS, workflow_id="chat-1"
     )
+    hit = status(status="completed", cache_hit=True, saved_usd=0.00042, saved_ms=8100, cost_usd=0)
+    rendered = render_ended(LiveAnswer(), hit, links=LINKS, workflow_id="chat-1")
+    assert "`cache hit`" in rendered and "`saved $0.0004 and 8.1 s`" in rendered
+    assert "estimated" not in rendered
     # Without a status (gateway gone at the very end) the answer still ends cleanly.
     restarted = answer_from(
         event(1, "reset", attempt=2, reason="again"),
