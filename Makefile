@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test lint bench clean venv browser
+.PHONY: up test lint bench chaos load clean venv browser
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,20 @@ browser:
 ## test: run the whole test suite against real servers
 test: venv browser
 	$(BIN)/pytest
+
+## bench: every benchmark at full size, each beside its baseline (docs/benchmarks.md)
+bench: venv
+	$(BIN)/python -m bench.run_all --size $(or $(SIZE),full)
+	$(BIN)/python -m bench.cache_hit --size $(or $(SIZE),full)
+
+## chaos: every fault of the seed's table on CHATS chats (docs/reliability.md)
+CHATS ?= 20
+chaos: venv
+	$(BIN)/python -m chaos --chats $(CHATS)
+
+## load: 200 concurrent chats through the gateway (docs/reliability.md)
+load: venv
+	$(BIN)/python -m chaos.load --chats 200
 
 ## lint: ruff and mypy
 lint: venv

@@ -71,6 +71,9 @@ async def generate_resumable(
     """Run (or re-attach to) the chat's background generation until it completes."""
     info = activity.info()
     previous = ResumePoint.from_heartbeat(info.heartbeat_details)
+    if previous is None and info.attempt > 1:
+        # A heartbeat is sent late and unconfirmed; the event log is written at once.
+        previous = await _resume_point_from_log(store, drafts.workflow_id)
     starting_after = await _prepare(store, drafts, info.attempt, previous)
     if previous is not None:
         log.info(
@@ -103,6 +106,18 @@ async def generate_resumable(
             if drafts.response_id is not None:  # the chat was cancelled: stop paying for it
                 await asyncio.shield(_cancel_at_provider(client, drafts.response_id))
             raise
+
+
+async def _resume_point_from_log(store: ChatStore, workflow_id: str) -> ResumePoint | None:
+    try:
+        last = await store.last_preview_event(workflow_id)
+    except Exception as err:  # database unreachable: no resume point from it
+        log.warning("cannot read the resume point from the event log", error=str(err))
+        return None
+    if last is None or last.type != "delta" or not isinstance(last.data.get("response_id"), str):
+        return None
+    seq = last.data.get("seq")
+    return ResumePoint(last.data["response_id"], seq if isinstance(seq, int) else None)
 
 
 async def _prepare(
@@ -183,6 +198,9 @@ async def _consume(
         if event.type == "response.created":
             drafts.response_id = event.response.id
             activity.heartbeat(heartbeat_details(drafts))
+            # Also record the id durably at once (an empty delta naming the generation),
+            # so a retry finds it even if the worker dies before the heartbeat is sent.
+            await drafts.add("", provider_seq=event.sequence_number)
         elif event.type == "response.output_text.delta":
             await drafts.add(event.delta, provider_seq=event.sequence_number)
         elif event.type == "response.completed":

@@ -375,7 +375,12 @@ async def _ensure_exists(client: Client, workflow_id: str) -> None:
 
 
 def _temporal_error(err: RPCError) -> Exception:
-    if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+    # The SDK reports its own rpc_timeout expiring as CANCELLED ("Timeout expired").
+    if err.status in (
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+    ):
         return DependencyUnavailableError("Temporal", err.message)
     return err
 

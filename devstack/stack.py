@@ -113,6 +113,12 @@ def temporal_server_args(db_file: Path, port: int, ui_port: int) -> list[str]:
         str(ui_port),
         "--log-level",
         "warn",
+        # WAL: readers do not block the writer; measured 0.66 -> 1.09 chats/s on 60
+        # concurrent chats (docs/reliability.md). Durable across process crashes.
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
         *(
             arg
             for name, kind in REGISTRATION.items()
