@@ -1,0 +1,133 @@
+"""Provider errors, armed in the simulator at run time (`POST /sim/faults`):
+
+- 429 is retried after the provider's Retry-After, not the backoff's 1 s;
+- 5xx is retried with growing backoff, and after GENERATE_RETRY's bound (6 attempts,
+  about 31 s of backoff) the chat fails with a clear reason in the status API and on
+  the event stream — no endless retrying;
+- a cut connection is retried (restart mode: a new generation per attempt; resume
+  mode re-attaches instead, see test_generation_resume.py).
+
+The gap between two attempts is read from the simulator's request log (`received_at`
+of each request carrying the chat's prompt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from datetime import datetime
+from typing import Any
+
+import httpx
+from temporalio.client import Client
+
+from common.models import ChatRequest, GenerationMode
+from tests.helpers import (
+    expected_answer,
+    generations_for,
+    read_all_chunks,
+    read_sse,
+    start_chat_directly,
+    unique_prompt,
+    wait_status,
+)
+from workflows import policies
+
+
+async def _requests_for(simulator: httpx.AsyncClient, prompt: str) -> list[dict[str, Any]]:
+    """The simulator's recorded generation requests carrying `prompt`, oldest first."""
+    entries = (await simulator.get("/sim/requests", params={"limit": 200})).json()
+    return [e for e in entries if e["messages"] and e["messages"][-1]["content"] == prompt]
+
+
+def _gaps_s(entries: list[dict[str, Any]]) -> list[float]:
+    times = [datetime.fromisoformat(e["received_at"]) for e in entries]
+    return [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+
+
+async def _start(gateway: httpx.AsyncClient, prompt: str, max_tokens: int = 60) -> str:
+    response = await gateway.post(
+        "/api/workflows/start", json={"prompt": prompt, "max_tokens": max_tokens}
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["workflow_id"])
+
+
+async def test_429_waits_for_retry_after(gateway, simulator) -> None:
+    prompt = unique_prompt("Rate limited")
+    await simulator.post("/sim/faults", json={"fault": "http_429", "count": 1, "retry_after_s": 3})
+    try:
+        workflow_id = await _start(gateway, prompt)
+        status = await wait_status(gateway, workflow_id, {"completed", "failed"}, timeout_s=60)
+    finally:
+        await simulator.delete("/sim/faults")
+    assert status["status"] == "completed", status
+    attempts = await _requests_for(simulator, prompt)
+    assert len(attempts) == 2
+    # Retry-After: 3 s, where the backoff alone would have waited 1 s.
+    assert _gaps_s(attempts)[0] >= 2.9, _gaps_s(attempts)
+    # The 429 started nothing at the provider: one generation, paid once.
+    assert await generations_for(simulator, prompt) == {"started": 1, "completed": 1}
+    chunks = await read_all_chunks(gateway, workflow_id)
+    assert "".join(c["text"] for c in chunks) == expected_answer(prompt, 60)
+
+
+async def test_5xx_is_retried_with_backoff(gateway, simulator) -> None:
+    prompt = unique_prompt("Flaky provider")
+    await simulator.post("/sim/faults", json={"fault": "http_500", "count": 2})
+    try:
+        workflow_id = await _start(gateway, prompt)
+        status = await wait_status(gateway, workflow_id, {"completed", "failed"}, timeout_s=60)
+    finally:
+        await simulator.delete("/sim/faults")
+    assert status["status"] == "completed", status
+    attempts = await _requests_for(simulator, prompt)
+    assert len(attempts) == 3
+    first, second = _gaps_s(attempts)
+    assert first >= 0.9 and second >= 1.9 and second > first  # 1 s, then 2 s
+    assert await generations_for(simulator, prompt) == {"started": 1, "completed": 1}
+
+
+async def test_5xx_until_the_bound_fails_the_chat_with_a_clear_reason(gateway, simulator) -> None:
+    bound = policies.GENERATE_RETRY.maximum_attempts
+    prompt = unique_prompt("Provider down")
+    await simulator.post("/sim/faults", json={"fault": "http_500", "count": bound + 5})
+    try:
+        workflow_id = await _start(gateway, prompt)
+        events = await asyncio.wait_for(read_sse(gateway, workflow_id), timeout=120)
+        status = await wait_status(gateway, workflow_id, {"failed"}, timeout_s=30)
+        await asyncio.sleep(2.5)  # longer than the next backoff would be: nothing more comes
+        attempts = await _requests_for(simulator, prompt)
+    finally:
+        await simulator.delete("/sim/faults")
+    assert len(attempts) == bound  # retried, and bounded
+    assert status["stage"] == "failed"
+    assert "LLM provider answered 500" in (status["error"] or ""), status
+    assert events[-1]["event"] == "failed"
+    assert "500" in events[-1]["data"]["error"]
+    assert await generations_for(simulator, prompt) == {"started": 0, "completed": 0}
+
+
+async def test_cut_connection_is_retried_in_restart_mode(
+    temporal_client: Client, gateway, simulator
+) -> None:
+    prompt = unique_prompt("Cut twice")
+    await simulator.post(
+        "/sim/faults", json={"fault": "disconnect", "count": 2, "after_tokens": 20}
+    )
+    try:
+        handle = await start_chat_directly(
+            temporal_client,
+            ChatRequest(prompt=prompt, max_tokens=120, generation_mode=GenerationMode.RESTART),
+        )
+        await handle.result(rpc_timeout=None)
+    finally:
+        await simulator.delete("/sim/faults")
+    attempts = await _requests_for(simulator, prompt)
+    assert len(attempts) == 3
+    first, second = _gaps_s(attempts)
+    assert first >= 0.9 and second >= 1.9  # backoff between the attempts
+    # Restart mode cannot resume: each cut costs a generation, the last one completes.
+    assert await generations_for(simulator, prompt) == {"started": 3, "completed": 1}
+    chunks = await read_all_chunks(gateway, handle.id)
+    assert "".join(c["text"] for c in chunks) == expected_answer(prompt, 120)
