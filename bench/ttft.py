@@ -1,0 +1,297 @@
+"""Time to first visible token through the gateway, against the simulator's own TTFT.
+
+Measured: from `POST /api/workflows/start` being sent (the user presses send) to the
+first `delta` event arriving on the chat's SSE stream (opened as soon as the POST
+returns), through the real gateway, Temporal and a worker. Also reported from the
+POST's return. Baseline, in the same run and interleaved: the simulator's own time to
+first token, the openai client calling the simulator directly with the same request
+through the same API as the workers (Responses API in background mode when the
+generation mode is `resume`, chat completions otherwise).
+Goal: at most 150 ms more than the baseline (median of the per-pair differences).
+
+    .venv/bin/python -m bench.ttft --size full
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import openai
+
+from bench.common import (
+    GATEWAY_MODEL,
+    GATEWAY_TEMPERATURE,
+    TERMINAL_EVENTS,
+    Figure,
+    Report,
+    SseEvent,
+    gateway_client,
+    log,
+    percentile,
+    run_benchmark,
+    sse_events,
+    summary,
+    unique,
+)
+from common.settings import Settings
+from devstack.harness import LocalStack
+
+# The simulator's default time to first token (400 ms); tokens fast enough that each
+# repetition ends quickly (the answer is short anyway).
+SIMULATOR_ENV = {"SIM_TTFT_MS": "400", "SIM_TOKENS_PER_SECOND": "200"}
+SIZES = {"tiny": {"reps": 2, "warmup": 1}, "full": {"reps": 30, "warmup": 2}}
+MAX_TOKENS = 24
+GOAL_MS = 150.0
+CHAT_DEADLINE_S = 60.0  # a chat that has not ended by then fails the benchmark
+
+
+def worker_api() -> str:
+    """The API the workers call the LLM with (common.settings: the generation mode)."""
+    settings = Settings()
+    mode = getattr(settings, "effective_generation_mode", None)
+    return "responses" if mode is not None and mode.value == "resume" else "chat.completions"
+
+
+async def simulator_ttft(llm: openai.AsyncOpenAI, prompt: str, api: str) -> float:
+    """Seconds from the request to the first text token, the simulator alone, called
+    as the workers call it (activities/generation.py, activities/resumable.py)."""
+    started = time.perf_counter()
+    first: float | None = None
+    if api == "responses":
+        stream: Any = await llm.responses.create(
+            model=GATEWAY_MODEL,
+            input=[{"role": "user", "content": prompt}],
+            max_output_tokens=MAX_TOKENS,
+            temperature=GATEWAY_TEMPERATURE,
+            background=True,
+            stream=True,
+        )
+        async with stream:
+            async for event in stream:
+                if first is None and event.type == "response.output_text.delta":
+                    first = time.perf_counter()
+    else:
+        stream = await llm.chat.completions.create(
+            model=GATEWAY_MODEL,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=MAX_TOKENS,
+            temperature=GATEWAY_TEMPERATURE,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async with stream:
+            async for event in stream:
+                if first is None and any(c.delta.content for c in event.choices):
+                    first = time.perf_counter()
+    if first is None:
+        raise RuntimeError("the simulator sent no token")
+    return first - started
+
+
+@dataclass
+class GatewayRun:
+    workflow_id: str
+    prompt: str
+    from_sent: float  # seconds, POST sent -> first delta arrived
+    from_returned: float  # seconds, POST returned -> first delta arrived
+    sent_wall: float  # time.time() when the POST was sent
+    delta_wall: float  # time.time() when the first delta arrived
+
+
+async def gateway_ttft(gateway: httpx.AsyncClient, prompt: str) -> GatewayRun:
+    """Start a chat and time its first delta on the SSE stream; read on to the terminal
+    event so the next repetition starts on a quiet stack."""
+    sent_wall, sent = time.time(), time.perf_counter()
+    response = await gateway.post(
+        "/api/workflows/start", json={"prompt": prompt, "max_tokens": MAX_TOKENS}
+    )
+    returned = time.perf_counter()
+    response.raise_for_status()
+    workflow_id: str = response.json()["workflow_id"]
+    first: SseEvent | None = None
+    async with (
+        asyncio.timeout(CHAT_DEADLINE_S),
+        contextlib.aclosing(sse_events(gateway, workflow_id)) as events,
+    ):
+        async for event in events:
+            if first is None and event.event == "delta":
+                first = event
+            if event.event in TERMINAL_EVENTS:
+                break
+    if first is None:
+        raise RuntimeError(f"no delta event on the stream of {workflow_id}")
+    return GatewayRun(
+        workflow_id, prompt, first.at - sent, first.at - returned, sent_wall, first.wall
+    )
+
+
+async def breakdown(stack: LocalStack, runs: list[GatewayRun]) -> dict[str, Any]:
+    """Where the time to first token goes, per step (PostgreSQL event timestamps and the
+    simulator's request log; all clocks are this machine's)."""
+    async with httpx.AsyncClient(base_url=stack.simulator_url, timeout=30) as sim:
+        requests = (await sim.get("/sim/requests", params={"limit": 200})).json()
+    received: dict[str, list[float]] = {}
+    for entry in requests:
+        prompt = entry["messages"][-1]["content"]
+        at = datetime.fromisoformat(entry["received_at"]).timestamp()
+        received.setdefault(prompt, []).append(at)
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        rows = await conn.fetch(
+            """
+            SELECT workflow_id,
+              min(extract(epoch FROM created_at)::float8)
+                FILTER (WHERE type = 'stage' AND data->>'stage' = 'validating') AS validating,
+              min(extract(epoch FROM created_at)::float8)
+                FILTER (WHERE type = 'stage' AND data->>'stage' = 'generating') AS generating,
+              min(extract(epoch FROM created_at)::float8) FILTER (WHERE type = 'delta') AS delta
+            FROM chat_events WHERE workflow_id = ANY($1::text[]) GROUP BY workflow_id
+            """,
+            [r.workflow_id for r in runs],
+        )
+    finally:
+        await conn.close()
+    by_id = {r["workflow_id"]: r for r in rows}
+    steps: dict[str, list[float]] = {
+        "POST sent -> 'validating' stage row (start, 1st workflow task, record activity)": [],
+        "'validating' -> 'generating' row (validate_prompt, record activity)": [],
+        "'generating' row -> simulator receives the request (generate_full_text starts)": [],
+        "simulator received -> first delta row (simulator TTFT, worker, INSERT)": [],
+        "first delta row -> delta on the SSE stream (NOTIFY, gateway, HTTP)": [],
+    }
+    names = list(steps)
+    for run in runs:
+        row = by_id.get(run.workflow_id)
+        # the worker's request, not the direct one with the same prompt
+        got = next(
+            (t for t in received.get(run.prompt, []) if run.sent_wall <= t <= run.delta_wall),
+            None,
+        )
+        if row is None or got is None or None in (row["validating"], row["generating"]):
+            continue
+        points = [run.sent_wall, row["validating"], row["generating"], got, row["delta"]]
+        points.append(run.delta_wall)
+        for i, name in enumerate(names):
+            steps[name].append(points[i + 1] - points[i])
+    return {name: summary(values, 1000) for name, values in steps.items()}
+
+
+async def measure(stack: LocalStack, size: str) -> Report:
+    reps, warmup = SIZES[size]["reps"], SIZES[size]["warmup"]
+    llm = openai.AsyncOpenAI(
+        base_url=f"{stack.simulator_url}/v1", api_key="bench", max_retries=0, timeout=30
+    )
+    api = worker_api()
+    sim: list[float] = []
+    runs: list[GatewayRun] = []
+    async with gateway_client(stack) as gateway:
+        for i in range(warmup + reps):
+            # Interleaved, alternating which goes first, so drift hits both alike.
+            prompt = unique(f"Time to first token, repetition {i}")
+            if i % 2 == 0:
+                s = await simulator_ttft(llm, prompt, api)
+                run = await gateway_ttft(gateway, prompt)
+            else:
+                run = await gateway_ttft(gateway, prompt)
+                s = await simulator_ttft(llm, prompt, api)
+            if i < warmup:
+                continue
+            sim.append(s)
+            runs.append(run)
+            log(
+                f"  rep {i - warmup + 1}/{reps}: simulator {s * 1000:.0f} ms, "
+                f"gateway {run.from_sent * 1000:.0f} ms"
+            )
+    await llm.close()
+    from_sent = [r.from_sent for r in runs]
+    from_returned = [r.from_returned for r in runs]
+
+    overhead = [g - s for g, s in zip(from_sent, sim, strict=True)]
+    overhead_returned = [g - s for g, s in zip(from_returned, sim, strict=True)]
+
+    def ms(values: list[float], q: float) -> float:
+        value = percentile(values, q)
+        assert value is not None
+        return round(value * 1000, 1)
+
+    over_p50, over_p95 = ms(overhead, 50), ms(overhead, 95)
+    figures = [
+        Figure(
+            "TTFT through the gateway, p50 (POST sent → first delta)",
+            ms(from_sent, 50),
+            ms(sim, 50),
+            "ms",
+            "≤ baseline + 150 ms",
+            over_p50 <= GOAL_MS,
+            "simulator's own TTFT, p50",
+        ),
+        Figure(
+            "TTFT through the gateway, p95 (POST sent → first delta)",
+            ms(from_sent, 95),
+            ms(sim, 95),
+            "ms",
+            "≤ baseline + 150 ms",
+            ms(from_sent, 95) - ms(sim, 95) <= GOAL_MS,
+            "simulator's own TTFT, p95",
+        ),
+        Figure(
+            "added by gateway + Temporal + worker, p50 of per-pair differences",
+            over_p50,
+            0.0,
+            "ms",
+            "≤ 150 ms",
+            over_p50 <= GOAL_MS,
+        ),
+        Figure(
+            "added, p95 of per-pair differences",
+            over_p95,
+            0.0,
+            "ms",
+            "≤ 150 ms",
+            over_p95 <= GOAL_MS,
+        ),
+        Figure(
+            "added, p50, counted from the POST's return",
+            ms(overhead_returned, 50),
+            0.0,
+            "ms",
+        ),
+    ]
+    details: dict[str, Any] = {
+        "repetitions": reps,
+        "warmup_repetitions": warmup,
+        "max_tokens": MAX_TOKENS,
+        "baseline_api": api,
+        "simulator_ttft_ms": summary(sim, 1000),
+        "gateway_ttft_from_post_sent_ms": summary(from_sent, 1000),
+        "gateway_ttft_from_post_returned_ms": summary(from_returned, 1000),
+        "overhead_ms": summary(overhead, 1000),
+        "overhead_from_post_returned_ms": summary(overhead_returned, 1000),
+        "breakdown_ms": await breakdown(stack, runs),
+        "raw_ms": {
+            "simulator": [round(x * 1000, 1) for x in sim],
+            "gateway_from_post_sent": [round(x * 1000, 1) for x in from_sent],
+        },
+    }
+    return Report(
+        "ttft",
+        size,
+        figures,
+        "the simulator's own TTFT (openai client → simulator, same request, same run)",
+        details,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_benchmark("ttft", __doc__, SIMULATOR_ENV, measure, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
