@@ -32,7 +32,6 @@ test: venv browser
 ## bench: every benchmark at full size, each beside its baseline (docs/benchmarks.md)
 bench: venv
 	$(BIN)/python -m bench.run_all --size $(or $(SIZE),full)
-	$(BIN)/python -m bench.cache_hit --size $(or $(SIZE),full)
 
 ## chaos: every fault of the seed's table on CHATS chats (docs/reliability.md)
 CHATS ?= 20

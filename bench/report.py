@@ -29,6 +29,10 @@ def markdown(results: dict[str, Any]) -> str:
         if "error" in report:
             lines += [f"failed to run: {report['error']}", ""]
             continue
+        if "figures" not in report:  # a script with its own format (bench/cache_hit.py)
+            fields = ", ".join(f"`{k}` {v}" for k, v in report.items() if k != "benchmark")
+            lines += [f"Its own report: {fields}.", ""]
+            continue
         load = report["machine"].get("loadavg_before_1_5_15", ["?"])[0]
         contention = report.get("contention", {})
         others = contention.get("other_work_share_of_machine")
