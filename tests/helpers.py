@@ -87,16 +87,20 @@ async def generations_for(simulator: httpx.AsyncClient, prompt: str) -> dict[str
 
 
 HISTORIES_DIR = Path(__file__).parent / "histories"
+# Histories recorded now are named `<version>-<scenario>.json`; older versions' files
+# stay (see docs/upgrades.md). Bump it when a release changes the workflow's commands.
+HISTORY_VERSION = "v2"
 
 
-async def keep_history(handle: Any, name: str) -> None:
-    """With UPDATE_HISTORIES=1, store this run's history under tests/histories/ so the
-    replay test checks every later code change against it."""
+async def keep_history(handle: Any, scenario: str) -> None:
+    """With UPDATE_HISTORIES=1, store this run's history as
+    tests/histories/<HISTORY_VERSION>-<scenario>.json, so the replay test checks every
+    later code change against it."""
     if os.environ.get("UPDATE_HISTORIES") != "1":
         return
     history = await handle.fetch_history()
     HISTORIES_DIR.mkdir(exist_ok=True)
-    (HISTORIES_DIR / f"{name}.json").write_text(history.to_json())
+    (HISTORIES_DIR / f"{HISTORY_VERSION}-{scenario}.json").write_text(history.to_json())
 
 
 async def read_sse(

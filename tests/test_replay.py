@@ -62,9 +62,9 @@ async def test_fresh_histories_replay(temporal_client: Client, gateway) -> None:
     await wait_status(gateway, cancelled, {"cancelled"})
 
     handles = {
-        "v1-completed": temporal_client.get_workflow_handle(completed),
-        "v1-cancelled": temporal_client.get_workflow_handle(cancelled),
-        "v1-invalid-prompt": failed,
+        "completed": temporal_client.get_workflow_handle(completed),
+        "cancelled": temporal_client.get_workflow_handle(cancelled),
+        "invalid-prompt": failed,
     }
     for name, handle in handles.items():
         await keep_history(handle, name)

@@ -83,4 +83,4 @@ async def test_kill_9_mid_checkpoint_resumes_without_loss_or_duplicates(
     # A survivor replayed the history and says where it resumed.
     survivors_logs = "".join(w.log_tail(2000) for w in fleet.workers if w is not victim)
     assert "replayed history; resuming at" in survivors_logs
-    await keep_history(handle, "v1-worker-killed-mid-checkpoint")
+    await keep_history(handle, "worker-killed-mid-checkpoint")

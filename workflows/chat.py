@@ -9,6 +9,7 @@ with the first chunk not yet saved.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from temporalio import workflow
@@ -45,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
 # started before a patch replays without it; see docs/upgrades.md.
 PATCH_ANSWER_CACHE = "answer-cache-1"
 PATCH_SEARCH_ATTRIBUTES = "search-attributes-1"
+PATCH_VALIDATE_WHILE_RECORDING = "validate-while-recording-1"
 
 # Activities whose results a resuming worker takes from the history, by stage.
 _DONE_BEFORE: dict[Stage, tuple[str, ...]] = {
@@ -73,14 +75,20 @@ class ChatStreamingWorkflow:
         self._started_in_replay = workflow.unsafe.is_replaying()
         workflow.metric_meter().create_counter(metrics.CHATS_STARTED).add(1)
         try:
-            await self._enter(Stage.VALIDATING, _first_record(workflow_id, request))
-            await workflow.execute_activity(
+            validation = workflow.execute_activity(
                 validate_prompt,
                 PromptToValidate(prompt=request.prompt, max_chars=request.max_prompt_chars),
                 start_to_close_timeout=policies.VALIDATE_TIMEOUT,
                 retry_policy=policies.VALIDATE_RETRY,
                 summary="validate_prompt",
             )
+            recording = self._enter(Stage.VALIDATING, _first_record(workflow_id, request))
+            if workflow.patched(PATCH_VALIDATE_WHILE_RECORDING):
+                # One round trip instead of two before the LLM call (or the cache).
+                await _all_of(recording, validation)
+            else:
+                await recording
+                await validation
 
             messages = _messages(request)
             cache_key: str | None = None
@@ -308,6 +316,16 @@ class ChatStreamingWorkflow:
             self._progress.chunks_saved,
             self._progress.total_chunks,
         )
+
+
+async def _all_of(*steps: Awaitable[Any]) -> None:
+    """Run `steps` together and wait for every one of them, then raise the first failure
+    in argument order: nothing is left running behind a failure (so a later
+    `record_generation` cannot be overtaken by an earlier one still in flight)."""
+    outcomes = await asyncio.gather(*steps, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def _first_record(workflow_id: str, request: ChatRequest) -> GenerationUpdate:
