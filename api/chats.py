@@ -28,7 +28,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.schemas import ChatStatus, ChunkOut, ChunkPage, StartChatBody, UsageOut
 from common import search_attributes
 from common.errors import ChatNotFoundError, DependencyUnavailableError, RateLimitedError
-from common.models import ChatRequest, Progress, Stage
+from common.history import recent_turns
+from common.models import ChatRequest, Progress, Stage, Turn
 from common.settings import Settings
 from storage import ChatStore, GenerationRow, LimitsStore
 from workflows import policies
@@ -79,9 +80,20 @@ async def start_chat(
     With an idempotency key, a second identical submit returns the first chat's id
     (running or finished) instead of starting another.
     """
-    history = []
+    workflow_id = workflow_id_for(user_id, body.idempotency_key)
+    history: list[Turn] = []
     if body.conversation_id:
-        history = await db_call(store.conversation_turns(body.conversation_id, user_id))
+        turns = await db_call(store.conversation_turns(body.conversation_id, user_id))
+        history, dropped = recent_turns(turns, settings.history_max_chars)
+        if dropped:
+            log.info(
+                "conversation history capped",
+                workflow_id=workflow_id,
+                conversation_id=body.conversation_id,
+                turns_dropped=dropped,
+                turns_kept=len(history),
+                history_max_chars=settings.history_max_chars,
+            )
     model = body.model or settings.effective_model
     request = ChatRequest(
         prompt=body.prompt,
@@ -99,7 +111,6 @@ async def start_chat(
         cache_ttl_s=settings.cache_ttl_s,
         generation_mode=settings.effective_generation_mode,
     )
-    workflow_id = workflow_id_for(user_id, body.idempotency_key)
     keyed = body.idempotency_key is not None
     try:
         await client.start_workflow(

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     default_max_tokens: int = Field(default=512, ge=1)
     max_tokens_limit: int = Field(default=8192, ge=1)
     max_prompt_chars: int = Field(default=32_000, ge=1)
+    # Characters of earlier conversation turns put into a chat's workflow input (the most
+    # recent whole exchanges that fit): keeps the input far below Temporal's 2 MiB payload
+    # limit however long the conversation. 0 sends none.
+    history_max_chars: int = Field(default=60_000, ge=0)
     chunk_target_chars: int = Field(default=120, ge=32)
     # save_chunk activities in flight per chat: bounded so a long answer does not flood
     # the task queue, above 1 so checkpointing does not pay one round trip per chunk.
