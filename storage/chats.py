@@ -122,8 +122,10 @@ async def append_event(
 ) -> int:
     """Allocate the chat's next seq (row lock on the generation) and insert the event.
 
-    Must run inside a transaction: the lock, held until commit, is what makes sequence
-    numbers of one chat become visible in order. NOTIFY is delivered at commit.
+    It is one statement, so alone it is its own transaction; inside a larger one, the
+    lock is held until that commits. Either way the lock, held until commit, is what
+    makes sequence numbers of one chat become visible in order. NOTIFY is delivered at
+    commit.
     """
     seq: int | None = await conn.fetchval(
         """
@@ -216,8 +218,12 @@ class ChatStore:
             return True
 
     async def append_event(self, workflow_id: str, type_: str, data: dict[str, Any]) -> int:
-        """Append one event to the chat's log (and notify listeners); return its seq."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        """Append one event to the chat's log (and notify listeners); return its seq.
+
+        One statement, so its own transaction: the row lock and the NOTIFY last until
+        it commits, as append_event requires, without BEGIN and COMMIT round trips.
+        """
+        async with self._pool.acquire() as conn:
             return await append_event(conn, workflow_id, type_, data)
 
     async def last_preview_event(self, workflow_id: str) -> ChatEvent | None:

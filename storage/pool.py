@@ -46,8 +46,23 @@ async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
     "PostgreSQL unavailable" instead of blocking start-up.
     """
     return await asyncpg.create_pool(
-        dsn, min_size=0, max_size=max_size, timeout=5, command_timeout=10
+        dsn,
+        min_size=0,
+        max_size=max_size,
+        timeout=5,
+        command_timeout=10,
+        reset=_keep_session,
     )
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset when a connection goes back to the pool.
+
+    Pooled connections never change session state (no SET, LISTEN or advisory lock:
+    the event listener and the migrations use connections of their own), so asyncpg's
+    default reset query (RESET ALL, UNLISTEN *, unlock all, ...) would be a round trip
+    per acquire for nothing. asyncpg still rolls back a transaction left open.
+    """
 
 
 async def wait_for_database(dsn: str, *, attempts: int = 60, delay_s: float = 0.5) -> None:
