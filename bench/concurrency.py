@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg
 import httpx
 import psutil
+from temporalio.client import Client
 
 from bench.common import (
     ROOT,
@@ -52,6 +53,7 @@ from bench.common import (
     wait_finished,
 )
 from bench.mvp import SCHEMA, create_schema
+from bench.temporal_floor import FloorRun, FloorWorkflow
 from common.settings import Settings
 from devstack.harness import LocalStack
 
@@ -176,6 +178,69 @@ async def mvp_run(
     return result
 
 
+async def floor_run(stack: LocalStack, chats: int, chunks: int, window: int) -> dict[str, Any]:
+    """The same number of workflows, each `chunks` no-op activities through the same
+    window, on the same dev server with as many worker processes (bench.temporal_floor):
+    what Temporal alone allows. Activities/s = chats x chunks / (first start → last
+    workflow result)."""
+    task_queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.temporal_floor",
+            "--address",
+            stack.temporal_address,
+            "--task-queue",
+            task_queue,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for _ in stack.live_workers()
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            await asyncio.wait_for(child.stdout.readline(), 60)  # "floor worker started"
+        roots = {f"floor-worker-{i + 1}": c.pid for i, c in enumerate(children)}
+        if stack.temporal is not None:
+            roots["temporal"] = stack.temporal.pid
+        client = await Client.connect(stack.temporal_address)
+        with ProcessSampler(lambda: roots) as sampler:
+            first = time.time()
+            handles = await asyncio.gather(
+                *(
+                    client.start_workflow(
+                        FloorWorkflow.run,
+                        FloorRun(chunks=chunks, window=window),
+                        id=f"bench-floor-{uuid.uuid4()}",
+                        task_queue=task_queue,
+                    )
+                    for _ in range(chats)
+                )
+            )
+            done = await asyncio.gather(*(h.result() for h in handles))
+            elapsed = time.time() - first
+    finally:
+        for child in children:  # only the children this benchmark started
+            if child.returncode is None:
+                child.kill()
+            await child.wait()
+    activities = sum(done)
+    cpu = sampler.cpu_seconds()
+    return {
+        "workflows": chats,
+        "activities": activities,
+        "seconds": round(elapsed, 2),
+        "activities_per_s": round(activities / elapsed, 1),
+        "cpu_seconds": cpu,
+        "cpu_ms_per_activity": round(1000 * sum(cpu.values()) / max(1, activities), 1),
+        "temporal_cpu_ms_per_activity": round(
+            1000 * cpu.get("temporal", 0.0) / max(1, activities), 1
+        ),
+    }
+
+
 async def measure(stack: LocalStack, size: str) -> Report:
     chats, chunks, timeout_s = (SIZES[size][k] for k in ("chats", "chunks", "timeout_s"))
     settings = Settings()
@@ -192,6 +257,8 @@ async def measure(stack: LocalStack, size: str) -> Report:
         temporal = await temporal_run(stack, db, specs, timeout_s)
         log(f"  the same {chats} chats without Temporal (bench.mvp)")
         mvp = await mvp_run(stack, db, specs, timeout_s)
+        log(f"  Temporal alone: {chats} workflows x {chunks} no-op activities")
+        floor = await floor_run(stack, chats, chunks, settings.checkpoint_window)
     finally:
         await db.close()
 
@@ -211,6 +278,28 @@ async def measure(stack: LocalStack, size: str) -> Report:
             "≥ 300/s",
             (temporal["checkpoints_per_s"] or 0) >= GOAL_PER_S,
             "MVP: asyncio tasks writing rows directly",
+        ),
+        Figure(
+            f"Temporal alone: no-op activities per second, {chats} workflows x {chunks}",
+            floor["activities_per_s"],
+            mvp["checkpoints_per_s"],
+            "/s",
+            "≥ 300/s",
+            floor["activities_per_s"] >= GOAL_PER_S,
+            "MVP: asyncio tasks writing rows directly",
+        ),
+        Figure(
+            "Temporal alone: CPU per activity (dev server + floor workers)",
+            floor["cpu_ms_per_activity"],
+            mvp["cpu_ms_per_chunk"],
+            "ms",
+            baseline_is="MVP, per chunk",
+        ),
+        Figure(
+            "Temporal alone: dev server CPU per activity",
+            floor["temporal_cpu_ms_per_activity"],
+            None,
+            "ms",
         ),
         Figure(
             "end of generation → fully checkpointed, p50",
@@ -260,6 +349,7 @@ async def measure(stack: LocalStack, size: str) -> Report:
         "checkpoint_window": settings.checkpoint_window,
         "temporal": temporal,
         "mvp": mvp,
+        "temporal_alone": floor,
     }
     return Report(
         "concurrency",

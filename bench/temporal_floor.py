@@ -1,0 +1,94 @@
+"""What Temporal alone costs for the checkpoint phase's shape: the floor under
+bench/concurrency.py.
+
+`FloorWorkflow` runs `chunks` activities that do nothing (`noop_chunk`), at most
+`window` in flight, scheduled in ascending order, with the timeouts of `save_chunk` —
+the shape of `ChatStreamingWorkflow._save_chunks` without PostgreSQL, without the LLM,
+without the gateway. bench/concurrency.py runs as many of them as it runs chats, on
+the same dev server, with as many worker processes as the stack has (sandboxed and
+tuned like worker.py). The activities per second it reaches bound the chunk
+checkpoints per second of any design keeping one activity per chunk on this server
+and machine.
+
+The worker is a child process, so its CPU is measured alone:
+
+    python -m bench.temporal_floor --address HOST:PORT --task-queue QUEUE
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass
+
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import policies
+
+
+@dataclass
+class FloorRun:
+    chunks: int
+    window: int
+
+
+@activity.defn(name="noop_chunk")
+async def noop_chunk(index: int) -> int:
+    return index
+
+
+@workflow.defn(name="FloorWorkflow")
+class FloorWorkflow:
+    @workflow.run
+    async def run(self, spec: FloorRun) -> int:
+        window = asyncio.Semaphore(max(1, spec.window))
+
+        async def one(index: int) -> int:
+            async with window:
+                return await workflow.execute_activity(
+                    noop_chunk,
+                    index,
+                    start_to_close_timeout=policies.SAVE_CHUNK_TIMEOUT,
+                    retry_policy=policies.SAVE_CHUNK_RETRY,
+                )
+
+        done = await asyncio.gather(*(one(i) for i in range(spec.chunks)))
+        return len(done)
+
+
+async def run_worker(address: str, task_queue: str) -> None:
+    # The chat worker's tuning, so the floor differs from it only in what activities do.
+    from common.settings import Settings
+    from worker import STICKY_SCHEDULE_TO_START
+
+    settings = Settings()
+    client = await Client.connect(address)
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[FloorWorkflow],
+        activities=[noop_chunk],
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START,
+    )
+    print("floor worker started", flush=True)
+    await worker.run()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--task-queue", required=True)
+    args = parser.parse_args()
+    try:
+        asyncio.run(run_worker(args.address, args.task_queue))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
