@@ -40,7 +40,7 @@ DETAIL_KEYS = {
     "ttft": {"simulator_ttft_ms", "gateway_ttft_from_post_sent_ms", "overhead_ms", "breakdown_ms"},
     "checkpoints": {"phase_ms", "baseline_phase_ms", "chunks_per_answer", "checkpoint_window"},
     "recovery": {"no kill", "kill -9", "SIGTERM", "checkpoint_window"},
-    "concurrency": {"temporal", "mvp", "chats", "chunks_per_chat"},
+    "concurrency": {"temporal", "mvp", "temporal_alone", "chats", "chunks_per_chat"},
     "reconnect": {"reconnect_ms", "fresh_connection_ms"},
 }
 
