@@ -35,7 +35,7 @@ from bench.common import (
 BENCHMARKS = ("ttft", "checkpoints", "recovery", "concurrency", "reconnect")
 # Other scripts under bench/ with `--size tiny|full` and a last line of JSON, in their
 # own format (no `figures`): run and kept as they report.
-EXTRA_BENCHMARKS = ("cache_hit",)
+EXTRA_BENCHMARKS = ("cache_hit", "server_timers")
 
 
 def run_one(name: str, size: str) -> dict[str, Any]:

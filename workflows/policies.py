@@ -2,8 +2,11 @@
 
 Recovery arithmetic (one worker killed with `kill -9`, another alive):
 - `save_chunk` activities already queued or running on the survivor go on at once;
-- an in-flight `save_chunk` of the dead worker is retried `SAVE_CHUNK_TIMEOUT` (1 s)
-  after it started;
+- an in-flight `save_chunk` of the dead worker times out `SAVE_CHUNK_TIMEOUT` (1 s)
+  after it started, and its next attempt starts 1 s later: the server never retries
+  sooner than 1 s, whatever `initial_interval` asks, and never times an attempt out
+  sooner than 1 s either (measured: `python -m bench.server_timers`). So such a chunk
+  is saved again about 2 s after its attempt started — up to ~2.2 s after the kill;
 - the workflow task that was sticky to the dead worker moves to the shared queue after
   the worker's sticky schedule-to-start timeout (`worker.STICKY_SCHEDULE_TO_START`, 1 s),
   so the window of chunks in flight refills about 1 s after the crash;
@@ -11,7 +14,11 @@ Recovery arithmetic (one worker killed with `kill -9`, another alive):
   `WORKFLOW_TASK_TIMEOUT` (2 s; Temporal's default is 10 s);
 - an in-flight `generate_full_text` is retried `GENERATE_HEARTBEAT_TIMEOUT` (3 s) after
   the last heartbeat.
-So checkpointing stalls about 1 s (2 s at worst) after a `kill -9` (measured: bench/recovery.py).
+So checkpointing stalls 1-2 s (about 2.2 s at worst) after a `kill -9` (measured:
+bench/recovery.py). Shorter timeouts would not help (the server's 1 s floors) and
+longer ones would slow recovery; under load (100 concurrent chats on 2 cores) workflow
+tasks took up to 1.9 s and `save_chunk` attempts 0.4 s p50, so these are also the
+shortest values that do not fire on live workers.
 A graceful stop (SIGTERM) lets in-flight activities finish and tells the server the
 worker is gone (its sticky queue is released), so nothing waits for a timeout.
 """
@@ -51,6 +58,7 @@ GENERATE_RETRY = RetryPolicy(
 # bounds how long a chunk held by a killed worker waits; an attempt that is merely slow
 # is retried harmlessly (idempotent). Unlimited attempts with capped backoff: while
 # PostgreSQL is down the chat waits for it rather than failing, and nothing is lost.
+# (The server waits at least 1 s before any retry, so the 0.2 s below acts as 1 s.)
 SAVE_CHUNK_TIMEOUT = timedelta(seconds=1)
 SAVE_CHUNK_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),

