@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import httpx
+import pytest
 
+from devstack.harness import ROOT, free_port
 from llm_simulator.text import simulated_tokens
 
 T = TypeVar("T")
@@ -186,3 +193,61 @@ async def start_chat_directly(temporal: Any, request: Any, user: str = "tester")
             [SearchAttributePair(search_attributes.USER, user)]
         ),
     )
+
+
+@dataclass(frozen=True)
+class RunningSimulator:
+    """An LLM simulator process started by :func:`running_simulator`."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def running_simulator(log_path: Path, **sim_env: str) -> Iterator[RunningSimulator]:
+    """Start ``python -m llm_simulator`` on a free port and wait until /healthz answers;
+    stop it by pid after (SIGTERM, then SIGKILL if it is not gone within 5 s).
+
+    The simulator is fast (TTFT 20 ms, 2000 tokens/s) unless ``sim_env`` says otherwise.
+    ``SIM_*`` variables of the test run's own environment are not passed on, only ``sim_env``.
+    For the tests of the simulator itself; other tests use the session stack's simulator.
+    """
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SIM_")},
+        "SIM_HOST": "127.0.0.1",
+        "SIM_PORT": str(port),
+        "SIM_TTFT_MS": "20",
+        "SIM_TOKENS_PER_SECOND": "2000",
+        **sim_env,
+    }
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llm_simulator"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"simulator exited early:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"simulator did not become healthy:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        yield RunningSimulator(url=url, process=process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

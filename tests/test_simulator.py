@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,70 +15,17 @@ import pytest
 from openai import AsyncOpenAI
 
 from llm_simulator.text import MARKER, simulated_tokens
+from tests.helpers import running_simulator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "sim-test-model"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _running_simulator(log_path: Path, **extra_env: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``python -m llm_simulator`` and wait until /healthz answers; stop it by pid after.
-
-    The process is asked to stop with SIGTERM and killed if it is not gone within 5 s.
-    ``extra_env`` must contain ``SIM_PORT``.
-    """
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SIM_")},
-        "SIM_HOST": "127.0.0.1",
-        "SIM_TTFT_MS": "20",
-        "SIM_TOKENS_PER_SECOND": "2000",
-        **extra_env,
-    }
-    url = f"http://127.0.0.1:{env['SIM_PORT']}"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "llm_simulator"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"simulator exited early:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"simulator did not become healthy:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")
 def simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One simulator process for the whole module (fast: TTFT 20 ms, 2000 tokens/s)."""
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("simulator") / "simulator.log"
-    with _running_simulator(log_path, SIM_PORT=str(port)):
-        yield f"http://127.0.0.1:{port}"
+    with running_simulator(log_path) as simulator:
+        yield simulator.url
 
 
 @pytest.fixture(autouse=True)
@@ -430,21 +371,19 @@ async def test_requests_log_records_the_conversation(
 
 
 async def test_fault_armed_from_settings_and_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
-    with _running_simulator(
+    with running_simulator(
         tmp_path / "simulator.log",
-        SIM_PORT=str(port),
         SIM_FAULT="http_429",
         SIM_FAULT_COUNT="1",
         SIM_RETRY_AFTER_S="3",
-    ) as process:
+    ) as simulator:
         async with AsyncOpenAI(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key="simulator", max_retries=0
+            base_url=f"{simulator.url}/v1", api_key="simulator", max_retries=0
         ) as client:
             with pytest.raises(openai.RateLimitError) as raised:
                 await _complete(client, _conversation("from settings"))
             assert raised.value.response.headers["retry-after"] == "3"
             assert (await _complete(client, _conversation("from settings"))).startswith(MARKER)
         # SIGTERM: graceful shutdown within 5 s; uvicorn then re-raises the signal (exit -15).
-        process.terminate()
-        assert await asyncio.to_thread(process.wait, 5) in (0, -signal.SIGTERM)
+        simulator.process.terminate()
+        assert await asyncio.to_thread(simulator.process.wait, 5) in (0, -signal.SIGTERM)

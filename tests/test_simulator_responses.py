@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +32,8 @@ from openai.types.responses import (
 )
 
 from llm_simulator.text import MARKER, simulated_tokens
+from tests.helpers import running_simulator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "sim-responses-model"
 TOKENS_PER_SECOND = 500
 INSTRUCTIONS = "You are a test."
@@ -50,62 +45,12 @@ TAIL = 4
 EVENT_TYPES = pydantic.TypeAdapter(ResponseStreamEvent)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _running_simulator(log_path: Path, **extra_env: str) -> Iterator[str]:
-    """Start ``python -m llm_simulator`` on a free port, yield its URL, stop it by pid after."""
-    port = _free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SIM_")},
-        "SIM_HOST": "127.0.0.1",
-        "SIM_PORT": str(port),
-        "SIM_TTFT_MS": "20",
-        "SIM_TOKENS_PER_SECOND": str(TOKENS_PER_SECOND),
-        **extra_env,
-    }
-    url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "llm_simulator"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"simulator exited early:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"simulator did not become healthy:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One simulator for the module: TTFT 20 ms, 500 tokens/s, default response TTL."""
     log_path = tmp_path_factory.mktemp("simulator-responses") / "simulator.log"
-    with _running_simulator(log_path) as url:
-        yield url
+    with running_simulator(log_path, SIM_TOKENS_PER_SECOND=str(TOKENS_PER_SECOND)) as simulator:
+        yield simulator.url
 
 
 @pytest.fixture(autouse=True)
@@ -582,8 +527,12 @@ async def test_requests_log_names_the_api(client: AsyncOpenAI, sim: httpx.AsyncC
 
 
 async def test_finished_responses_expire_after_the_ttl(tmp_path: Path) -> None:
-    with _running_simulator(tmp_path / "simulator.log", SIM_RESPONSE_TTL_S="1") as url:
-        async with _openai_client(url) as client:
+    with running_simulator(
+        tmp_path / "simulator.log",
+        SIM_TOKENS_PER_SECOND=str(TOKENS_PER_SECOND),
+        SIM_RESPONSE_TTL_S="1",
+    ) as simulator:
+        async with _openai_client(simulator.url) as client:
             finished = await client.responses.create(
                 model=MODEL, input=_unique("expiring"), max_output_tokens=5
             )
