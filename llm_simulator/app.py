@@ -21,7 +21,7 @@ from llm_simulator.delivery import (
     ResponseEventStreamResponse,
     ResponseJSONResponse,
 )
-from llm_simulator.engine import GenerationEngine, GenerationRequest
+from llm_simulator.engine import Generation, GenerationEngine, GenerationRequest
 from llm_simulator.faults import FaultInjector
 from llm_simulator.protocol import ApiError, parse_chat_request, validate_model
 from llm_simulator.responses import (
@@ -109,6 +109,36 @@ def _take_fault(faults: FaultInjector) -> int | None:
             code="internal_error",
         )
     return fault.after_tokens if fault is not None and fault.kind is FaultKind.DISCONNECT else None
+
+
+def _start_generation(
+    state: SimulatorState,
+    api: str,
+    request: GenerationRequest,
+    *,
+    stream: bool,
+    complete_on_finish: bool = False,
+    **logged: Any,
+) -> tuple[Generation, int | None, dict[str, Any]]:
+    """Record a generation request, apply the armed fault, then start the generation.
+
+    Every request is recorded, even one a fault refuses (the simulated 429/500 is raised
+    before any generation starts). Returns the generation, the number of tokens after which a
+    ``disconnect`` fault cuts the connection (else ``None``), and the request log entry (to
+    complete later); ``logged`` is added to the entry as it is.
+    """
+    entry = state.requests.record(
+        api=api,
+        model=request.model,
+        messages=request.messages,
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        stream=stream,
+        **logged,
+    )
+    cut_after = _take_fault(state.faults)
+    generation = state.engine.start(request, complete_on_finish=complete_on_finish)
+    return generation, cut_after, entry
 
 
 def _model_object(model_id: str) -> dict[str, Any]:
@@ -207,30 +237,19 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
             body.requested_max_tokens(),
             "max_completion_tokens" if body.max_completion_tokens else "max_tokens",
         )
-        temperature = _temperature(body.temperature)
-        messages = body.wire_messages()
-        stream = bool(body.stream)
-        state.requests.record(
-            api="chat.completions",
-            model=body.model,
-            messages=messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stream=stream,
-        )
-
-        cut_after = _take_fault(state.faults)
-
-        generation = state.engine.start(
+        generation, cut_after, _ = _start_generation(
+            state,
+            "chat.completions",
             GenerationRequest(
                 model=body.model,
-                messages=messages,
+                messages=body.wire_messages(),
                 max_tokens=max_tokens,
-                temperature=temperature,
+                temperature=_temperature(body.temperature),
                 prompt=body.last_user_prompt(),
-            )
+            ),
+            stream=bool(body.stream),
         )
-        if stream:
+        if body.stream:
             return ChatCompletionStreamResponse(
                 generation=generation,
                 engine=state.engine,
@@ -260,20 +279,9 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         temperature = _temperature(body.temperature)
         messages = body.chat_messages()
         stream = bool(body.stream)
-        entry = state.requests.record(
-            api="responses",
-            model=body.model,
-            messages=messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stream=stream,
-            background=bool(body.background),
-            response_id=None,
-        )
-
-        cut_after = _take_fault(state.faults)
-
-        generation = state.engine.start(
+        generation, cut_after, entry = _start_generation(
+            state,
+            "responses",
             GenerationRequest(
                 model=body.model,
                 messages=messages,
@@ -281,7 +289,10 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
                 temperature=temperature,
                 prompt=last_user_prompt(messages),
             ),
+            stream=stream,
             complete_on_finish=True,
+            background=bool(body.background),
+            response_id=None,
         )
         record = ResponseRecord.create(generation, body, temperature)
         entry["response_id"] = record.id

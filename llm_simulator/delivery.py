@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -27,11 +28,34 @@ from llm_simulator.responses import PREAMBLE_EVENTS, ResponseRecord, encode_even
 logger = structlog.get_logger(__name__)
 
 
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
 async def _wait_for_disconnect(receive: Receive) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
+
+
+async def _send_json(send: Send, payload: dict[str, Any]) -> None:
+    """Send ``payload`` as the whole ``application/json`` response."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class _AttachedGenerationResponse(Response):
@@ -65,6 +89,48 @@ class _AttachedGenerationResponse(Response):
     def _detach(self) -> None:
         if self.cancel_on_detach:
             self.generation.cancel()
+
+    async def _relay_tokens(
+        self, send_batch: Callable[[int, list[str]], Awaitable[None]], start: int = 0
+    ) -> int:
+        """Pass the tokens from index ``start`` on to ``send_batch`` as they are produced, in
+        batches, each with the index of its first token; return how many were passed on.
+
+        Ends when the generation is terminal and every token was passed on, or, with
+        ``cut_after``, once that many tokens were (the caller then cuts the connection).
+        """
+        cut = self.cut_after
+        sent = 0
+        if cut is not None and cut <= 0:
+            return sent
+        async with contextlib.aclosing(self.generation.follow(start)) as batches:
+            async for batch in batches:
+                chunk = batch if cut is None else batch[: cut - sent]
+                await send_batch(start + sent, chunk)
+                sent += len(chunk)
+                if cut is not None and sent >= cut:
+                    break
+        return sent
+
+    async def _send_truncated_json(self, send: Send, object_id: str) -> None:
+        """For ``cut_after``: once that many tokens were produced, send the status line, the
+        headers and the first bytes of a JSON body naming ``object_id``, and no more."""
+        assert self.cut_after is not None
+        generation = self.generation
+        if generation.produced < self.cut_after:
+            async with contextlib.aclosing(generation.follow()) as batches:
+                async for _ in batches:
+                    if generation.produced >= self.cut_after:
+                        break
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        partial = b'{"id":' + json.dumps(object_id).encode()
+        await send({"type": "http.response.body", "body": partial, "more_body": True})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         deliver = asyncio.ensure_future(self._deliver(send))
@@ -154,32 +220,17 @@ class ChatCompletionStreamResponse(_ChatCompletionResponse):
         self.include_usage = include_usage
 
     async def _deliver(self, send: Send) -> bool:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),
-                ],
-            }
-        )
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         await send(
             {"type": "http.response.body", "body": self.encoder.role_event(), "more_body": True}
         )
-        sent = 0
-        cut = self.cut_after
-        if cut is None or sent < cut:
-            async with contextlib.aclosing(self.generation.follow()) as batches:
-                async for batch in batches:
-                    chunk = batch if cut is None else batch[: cut - sent]
-                    body = b"".join(self.encoder.token_event(token) for token in chunk)
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-                    sent += len(chunk)
-                    if cut is not None and sent >= cut:
-                        break
-        if cut is not None or self.generation.status is not GenerationStatus.FINISHED:
+
+        async def send_token_events(_first: int, tokens: list[str]) -> None:
+            body = b"".join(self.encoder.token_event(token) for token in tokens)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+        sent = await self._relay_tokens(send_token_events)
+        if self.cut_after is not None or self.generation.status is not GenerationStatus.FINISHED:
             return False
         self.engine.mark_completed(self.generation)
         tail = self.encoder.finish_event()
@@ -201,20 +252,7 @@ class ChatCompletionJSONResponse(_ChatCompletionResponse):
     async def _deliver(self, send: Send) -> bool:
         generation = self.generation
         if self.cut_after is not None:
-            if generation.produced < self.cut_after:
-                async with contextlib.aclosing(generation.follow()) as batches:
-                    async for _ in batches:
-                        if generation.produced >= self.cut_after:
-                            break
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            partial = b'{"id":' + json.dumps(self.completion_id).encode()
-            await send({"type": "http.response.body", "body": partial, "more_body": True})
+            await self._send_truncated_json(send, self.completion_id)
             return False
         if await generation.wait_done() is not GenerationStatus.FINISHED:
             return False
@@ -227,26 +265,8 @@ class ChatCompletionJSONResponse(_ChatCompletionResponse):
             prompt_tokens=self.prompt_tokens,
             completion_tokens=len(generation.tokens),
         )
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await _send_json(send, payload)
         return True
-
-
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 
 
 class ResponseEventStreamResponse(_AttachedGenerationResponse):
@@ -285,23 +305,16 @@ class ResponseEventStreamResponse(_AttachedGenerationResponse):
         first = self.first_seq
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         await self._send_events(send, record.preamble_events()[first:])
-        index = max(0, first - PREAMBLE_EVENTS)  # first token to send
-        sent = 0
-        cut = self.cut_after
-        if cut is None or sent < cut:
-            async with contextlib.aclosing(self.generation.follow(index)) as batches:
-                async for batch in batches:
-                    count = len(batch) if cut is None else min(len(batch), cut - sent)
-                    await self._send_events(
-                        send, [record.delta_event(index + offset) for offset in range(count)]
-                    )
-                    index += count
-                    sent += count
-                    if cut is not None and sent >= cut:
-                        break
-        if cut is not None:
+
+        async def send_delta_events(first_index: int, tokens: list[str]) -> None:
+            await self._send_events(
+                send, [record.delta_event(first_index + offset) for offset in range(len(tokens))]
+            )
+
+        await self._relay_tokens(send_delta_events, start=max(0, first - PREAMBLE_EVENTS))
+        if self.cut_after is not None:
             return False
-        # follow() only ends once the generation is terminal.
+        # Without a cut, _relay_tokens only returns once the generation is terminal.
         tail = [event for event in record.tail_events() if event["sequence_number"] >= first]
         body = b"".join(encode_event(event) for event in tail)
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -326,38 +339,13 @@ class ResponseJSONResponse(_AttachedGenerationResponse):
         self.record = record
 
     async def _deliver(self, send: Send) -> bool:
-        generation = self.generation
         if self.cut_after is not None:
-            if generation.produced < self.cut_after:
-                async with contextlib.aclosing(generation.follow()) as batches:
-                    async for _ in batches:
-                        if generation.produced >= self.cut_after:
-                            break
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            partial = b'{"id":' + json.dumps(self.record.id).encode()
-            await send({"type": "http.response.body", "body": partial, "more_body": True})
+            await self._send_truncated_json(send, self.record.id)
             return False
         if self.record.background:
             payload = self.record.initial_object()
         else:
-            await generation.wait_done()
+            await self.generation.wait_done()
             payload = self.record.current_object()
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await _send_json(send, payload)
         return True
