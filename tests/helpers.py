@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -251,3 +251,22 @@ def running_simulator(log_path: Path, **sim_env: str) -> Iterator[RunningSimulat
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+async def start_chat(gateway: httpx.AsyncClient, **body: object) -> str:
+    """Start a chat through the gateway (`POST /api/workflows/start` with `body`, which it
+    must accept with 202); return its workflow id."""
+    response = await gateway.post("/api/workflows/start", json=body)
+    assert response.status_code == 202, response.text
+    return str(response.json()["workflow_id"])
+
+
+@contextlib.asynccontextmanager
+async def simulator_fault(simulator: httpx.AsyncClient, **fault: object) -> AsyncIterator[None]:
+    """Inside the block the simulator injects `fault` (`POST /sim/faults`, e.g.
+    `fault="http_500", count=2`); on leaving it every armed fault is cleared."""
+    await simulator.post("/sim/faults", json=fault)
+    try:
+        yield
+    finally:
+        await simulator.delete("/sim/faults")

@@ -15,6 +15,7 @@ from tests.helpers import (
     generations_for,
     read_all_chunks,
     read_sse,
+    start_chat,
     start_chat_directly,
     unique_prompt,
     wait_status,
@@ -22,9 +23,7 @@ from tests.helpers import (
 
 
 async def _chat(gateway: httpx.AsyncClient, **body: object) -> dict:
-    response = await gateway.post("/api/workflows/start", json=body)
-    assert response.status_code == 202, response.text
-    return await wait_status(gateway, response.json()["workflow_id"], {"completed", "failed"})
+    return await wait_status(gateway, await start_chat(gateway, **body), {"completed", "failed"})
 
 
 async def _direct(temporal: Client, request: ChatRequest):

@@ -27,6 +27,8 @@ from tests.helpers import (
     generations_for,
     read_all_chunks,
     read_sse,
+    simulator_fault,
+    start_chat,
     start_chat_directly,
     unique_prompt,
     wait_status,
@@ -45,24 +47,23 @@ def _gaps_s(entries: list[dict[str, Any]]) -> list[float]:
     return [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
 
 
-async def _start(gateway: httpx.AsyncClient, prompt: str, max_tokens: int = 60) -> str:
-    response = await gateway.post(
-        "/api/workflows/start", json={"prompt": prompt, "max_tokens": max_tokens}
-    )
-    assert response.status_code == 202, response.text
-    return str(response.json()["workflow_id"])
+async def _completes_despite(
+    gateway: httpx.AsyncClient, simulator: httpx.AsyncClient, prompt: str, **fault: object
+) -> tuple[str, list[dict[str, Any]]]:
+    """Run a chat of 60 tokens through the gateway while the simulator injects `fault`;
+    check that it completed; return its workflow id and the generation requests made."""
+    async with simulator_fault(simulator, **fault):
+        workflow_id = await start_chat(gateway, prompt=prompt, max_tokens=60)
+        status = await wait_status(gateway, workflow_id, {"completed", "failed"}, timeout_s=60)
+    assert status["status"] == "completed", status
+    return workflow_id, await _requests_for(simulator, prompt)
 
 
 async def test_429_waits_for_retry_after(gateway, simulator) -> None:
     prompt = unique_prompt("Rate limited")
-    await simulator.post("/sim/faults", json={"fault": "http_429", "count": 1, "retry_after_s": 3})
-    try:
-        workflow_id = await _start(gateway, prompt)
-        status = await wait_status(gateway, workflow_id, {"completed", "failed"}, timeout_s=60)
-    finally:
-        await simulator.delete("/sim/faults")
-    assert status["status"] == "completed", status
-    attempts = await _requests_for(simulator, prompt)
+    workflow_id, attempts = await _completes_despite(
+        gateway, simulator, prompt, fault="http_429", count=1, retry_after_s=3
+    )
     assert len(attempts) == 2
     # Retry-After: 3 s, where the backoff alone would have waited 1 s.
     assert _gaps_s(attempts)[0] >= 2.9, _gaps_s(attempts)
@@ -74,14 +75,7 @@ async def test_429_waits_for_retry_after(gateway, simulator) -> None:
 
 async def test_5xx_is_retried_with_backoff(gateway, simulator) -> None:
     prompt = unique_prompt("Flaky provider")
-    await simulator.post("/sim/faults", json={"fault": "http_500", "count": 2})
-    try:
-        workflow_id = await _start(gateway, prompt)
-        status = await wait_status(gateway, workflow_id, {"completed", "failed"}, timeout_s=60)
-    finally:
-        await simulator.delete("/sim/faults")
-    assert status["status"] == "completed", status
-    attempts = await _requests_for(simulator, prompt)
+    _, attempts = await _completes_despite(gateway, simulator, prompt, fault="http_500", count=2)
     assert len(attempts) == 3
     first, second = _gaps_s(attempts)
     assert first >= 0.9 and second >= 1.9 and second > first  # 1 s, then 2 s
@@ -91,15 +85,12 @@ async def test_5xx_is_retried_with_backoff(gateway, simulator) -> None:
 async def test_5xx_until_the_bound_fails_the_chat_with_a_clear_reason(gateway, simulator) -> None:
     bound = policies.GENERATE_RETRY.maximum_attempts
     prompt = unique_prompt("Provider down")
-    await simulator.post("/sim/faults", json={"fault": "http_500", "count": bound + 5})
-    try:
-        workflow_id = await _start(gateway, prompt)
+    async with simulator_fault(simulator, fault="http_500", count=bound + 5):
+        workflow_id = await start_chat(gateway, prompt=prompt, max_tokens=60)
         events = await asyncio.wait_for(read_sse(gateway, workflow_id), timeout=120)
         status = await wait_status(gateway, workflow_id, {"failed"}, timeout_s=30)
         await asyncio.sleep(2.5)  # longer than the next backoff would be: nothing more comes
         attempts = await _requests_for(simulator, prompt)
-    finally:
-        await simulator.delete("/sim/faults")
     assert len(attempts) == bound  # retried, and bounded
     assert status["stage"] == "failed"
     assert "LLM provider answered 500" in (status["error"] or ""), status
@@ -112,17 +103,12 @@ async def test_cut_connection_is_retried_in_restart_mode(
     temporal_client: Client, gateway, simulator
 ) -> None:
     prompt = unique_prompt("Cut twice")
-    await simulator.post(
-        "/sim/faults", json={"fault": "disconnect", "count": 2, "after_tokens": 20}
-    )
-    try:
+    async with simulator_fault(simulator, fault="disconnect", count=2, after_tokens=20):
         handle = await start_chat_directly(
             temporal_client,
             ChatRequest(prompt=prompt, max_tokens=120, generation_mode=GenerationMode.RESTART),
         )
         await handle.result(rpc_timeout=None)
-    finally:
-        await simulator.delete("/sim/faults")
     attempts = await _requests_for(simulator, prompt)
     assert len(attempts) == 3
     first, second = _gaps_s(attempts)
