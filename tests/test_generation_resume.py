@@ -13,6 +13,7 @@ from tests.helpers import (
     generations_for,
     preview_text,
     read_sse,
+    simulator_fault,
     start_chat_directly,
     unique_prompt,
     wait_for,
@@ -75,18 +76,24 @@ async def test_kill_9_during_generation_twice_pays_once_and_text_never_restarts(
     assert status["generation_mode"] == "resume"
 
 
+async def _run_with_one_cut(  # type: ignore[no-untyped-def]
+    temporal: Client, gateway, simulator, prompt: str, max_tokens: int, mode: GenerationMode
+):
+    """Run a chat whose LLM connection is cut once, after 40 tokens; return its handle
+    and every event of its stream."""
+    async with simulator_fault(simulator, fault="disconnect", count=1, after_tokens=40):
+        handle = await _start(temporal, prompt, max_tokens, mode)
+        events = await read_sse(gateway, handle.id)
+    return handle, events
+
+
 async def test_cut_connection_reattaches_without_a_new_generation(
     temporal_client: Client, gateway, simulator
 ) -> None:
     prompt = unique_prompt()
-    await simulator.post(
-        "/sim/faults", json={"fault": "disconnect", "count": 1, "after_tokens": 40}
+    _, events = await _run_with_one_cut(
+        temporal_client, gateway, simulator, prompt, 300, GenerationMode.RESUME
     )
-    try:
-        handle = await _start(temporal_client, prompt, 300, GenerationMode.RESUME)
-        events = await read_sse(gateway, handle.id)
-    finally:
-        await simulator.delete("/sim/faults")
     assert not [e for e in events if e["event"] == "reset"]
     assert preview_text(events) == expected_answer(prompt, 300)
     assert await generations_for(simulator, prompt) == {"started": 1, "completed": 1}
@@ -96,14 +103,9 @@ async def test_restart_mode_falls_back_to_a_new_generation_with_a_visible_reset(
     temporal_client: Client, gateway, simulator
 ) -> None:
     prompt = unique_prompt()
-    await simulator.post(
-        "/sim/faults", json={"fault": "disconnect", "count": 1, "after_tokens": 40}
+    handle, events = await _run_with_one_cut(
+        temporal_client, gateway, simulator, prompt, 200, GenerationMode.RESTART
     )
-    try:
-        handle = await _start(temporal_client, prompt, 200, GenerationMode.RESTART)
-        events = await read_sse(gateway, handle.id)
-    finally:
-        await simulator.delete("/sim/faults")
     answer = expected_answer(prompt, 200)
     resets = [e for e in events if e["event"] == "reset"]
     assert len(resets) == 1 and "restarted" in resets[0]["data"]["reason"]
