@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 import httpx
@@ -89,6 +90,26 @@ async def wait_until_running(page: Page, gateway: httpx.AsyncClient, workflow_id
     assert status["status"] == "running", f"the answer ended too soon to test this: {status}"
 
 
+@dataclass(frozen=True)
+class RunningChat:
+    """A prompt sent through the UI, and the workflow generating its answer."""
+
+    prompt: str
+    conversation_id: str
+    workflow_id: str
+
+
+async def send_and_wait_until_running(
+    page: Page, gateway: httpx.AsyncClient, db: asyncpg.Pool, text: str
+) -> RunningChat:
+    """Send a unique prompt made of `text`; return once its only workflow is generating."""
+    prompt = unique_prompt(text)
+    conversation_id = await send(page, prompt)
+    workflow_id = await only_workflow(db, conversation_id)
+    await wait_until_running(page, gateway, workflow_id)
+    return RunningChat(prompt, conversation_id, workflow_id)
+
+
 async def wait_for_answer_once(page: Page, answer: str) -> None:
     """The page shows `answer` exactly once and the reply shows the result badges."""
     expected = normalized(answer)
@@ -107,6 +128,18 @@ async def wait_for_answer_once(page: Page, answer: str) -> None:
     reply = (await replies(page))[-1]
     assert reply.startswith(f"{expected} "), reply
     assert reply.count(SIMULATOR_HEADER) == 1, reply
+
+
+async def assert_answered_once(
+    page: Page, simulator: httpx.AsyncClient, db: asyncpg.Pool, chat: RunningChat
+) -> str:
+    """The page shows the simulated answer once; the chat still has one workflow, and the
+    simulator generated the answer once. Returns the answer."""
+    answer = simulated_answer(await simulator_request(simulator, chat.prompt))
+    await wait_for_answer_once(page, answer)
+    assert await workflow_ids(db, chat.conversation_id) == [chat.workflow_id]
+    assert (await generations_for(simulator, chat.prompt))["started"] == 1
+    return answer
 
 
 async def test_answer_shows_live_before_it_is_checkpointed(
@@ -146,26 +179,20 @@ async def test_reload_mid_answer_resumes_the_same_workflow(
     stack_simulator: httpx.AsyncClient,
     stack_db: asyncpg.Pool,
 ) -> None:
-    prompt = unique_prompt("Reload test")
-    conversation_id = await send(page, prompt)
-    workflow_id = await only_workflow(stack_db, conversation_id)
-    await wait_until_running(page, stack_gateway, workflow_id)
+    chat = await send_and_wait_until_running(page, stack_gateway, stack_db, "Reload test")
 
     await page.reload()
 
-    answer = simulated_answer(await simulator_request(stack_simulator, prompt))
-    await wait_for_answer_once(page, answer)
-    assert page.url.endswith(f"/thread/{conversation_id}")
-    assert await workflow_ids(stack_db, conversation_id) == [workflow_id]
-    assert (await generations_for(stack_simulator, prompt))["started"] == 1
+    answer = await assert_answered_once(page, stack_simulator, stack_db, chat)
+    assert page.url.endswith(f"/thread/{chat.conversation_id}")
     link = page.locator(REPLY).get_by_role("link", name="Temporal history")
     href = await link.last.get_attribute("href")
-    assert href == f"{TEMPORAL_UI_URL}/namespaces/default/workflows/{workflow_id}"
+    assert href == f"{TEMPORAL_UI_URL}/namespaces/default/workflows/{chat.workflow_id}"
 
     # The conversation is in the sidebar; opened from there, its answer is complete.
     await page.goto(chainlit.url)
-    await page.locator("#thread-history").get_by_text(prompt).click()
-    await page.wait_for_function(f"location.pathname.endsWith('/thread/{conversation_id}')")
+    await page.locator("#thread-history").get_by_text(chat.prompt).click()
+    await page.wait_for_function(f"location.pathname.endsWith('/thread/{chat.conversation_id}')")
     await wait_for_answer_once(page, answer)
 
 
@@ -176,34 +203,26 @@ async def test_chainlit_restart_mid_answer_recovers(
     stack_simulator: httpx.AsyncClient,
     stack_db: asyncpg.Pool,
 ) -> None:
-    prompt = unique_prompt("Restart test")
-    conversation_id = await send(page, prompt)
-    workflow_id = await only_workflow(stack_db, conversation_id)
-    await wait_until_running(page, stack_gateway, workflow_id)
+    chat = await send_and_wait_until_running(page, stack_gateway, stack_db, "Restart test")
 
     chainlit.kill()
     chainlit.start()
 
-    answer = simulated_answer(await simulator_request(stack_simulator, prompt))
-    await wait_for_answer_once(page, answer)
-    assert page.url.endswith(f"/thread/{conversation_id}")
-    assert await workflow_ids(stack_db, conversation_id) == [workflow_id]
-    assert (await generations_for(stack_simulator, prompt))["started"] == 1
+    await assert_answered_once(page, stack_simulator, stack_db, chat)
+    assert page.url.endswith(f"/thread/{chat.conversation_id}")
 
 
 async def test_stop_cancels_the_workflow(
     page: Page, stack_gateway: httpx.AsyncClient, stack_db: asyncpg.Pool
 ) -> None:
-    conversation_id = await send(page, unique_prompt("Stop test"))
-    workflow_id = await only_workflow(stack_db, conversation_id)
-    await wait_until_running(page, stack_gateway, workflow_id)
+    chat = await send_and_wait_until_running(page, stack_gateway, stack_db, "Stop test")
 
     await page.locator("#stop-button").click()
 
-    await wait_status(stack_gateway, workflow_id, {"cancelled"}, timeout_s=30)
+    await wait_status(stack_gateway, chat.workflow_id, {"cancelled"}, timeout_s=30)
     stopped = page.locator(REPLY).filter(has_text="the workflow was cancelled")
     await stopped.first.wait_for()
-    assert await workflow_ids(stack_db, conversation_id) == [workflow_id]
+    assert await workflow_ids(stack_db, chat.conversation_id) == [chat.workflow_id]
 
 
 async def test_second_turn_gets_the_first_as_context(
@@ -306,18 +325,12 @@ async def test_gateway_restart_mid_answer_reconnects(
     stack_simulator: httpx.AsyncClient,
     stack_db: asyncpg.Pool,
 ) -> None:
-    prompt = unique_prompt("Gateway restart test")
-    conversation_id = await send(page, prompt)
-    workflow_id = await only_workflow(stack_db, conversation_id)
-    await wait_until_running(page, stack_gateway, workflow_id)
+    chat = await send_and_wait_until_running(page, stack_gateway, stack_db, "Gateway restart test")
 
     assert browser_stack.gateway is not None
     browser_stack.gateway.kill()
     await page.locator(REPLY).filter(has_text="Gateway unreachable, retrying").first.wait_for()
     await asyncio.to_thread(browser_stack.start_gateway)  # same port
 
-    answer = simulated_answer(await simulator_request(stack_simulator, prompt))
-    await wait_for_answer_once(page, answer)
+    await assert_answered_once(page, stack_simulator, stack_db, chat)
     assert "Gateway unreachable" not in (await replies(page))[-1]
-    assert await workflow_ids(stack_db, conversation_id) == [workflow_id]
-    assert (await generations_for(stack_simulator, prompt))["started"] == 1
