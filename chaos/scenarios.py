@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import time
+from collections.abc import Callable
 
 from chaos.harness import (
     FaultContext,
@@ -72,38 +74,52 @@ async def worker_kill_checkpointing(ctx: FaultContext) -> FaultRecord:
     return await _kill_worker(ctx, identity, "holds the target's workflow (latest task)")
 
 
-async def postgres_restart(ctx: FaultContext) -> FaultRecord:
-    """PostgreSQL immediate shutdown (SIGQUIT: every connection cut, no checkpoint), down
-    for `pg_downtime_s`, then started again on the same data directory and port. The
-    status endpoint is probed meanwhile."""
+async def _outage_probed(
+    ctx: FaultContext,
+    kind: str,
+    take_down: Callable[[], float],
+    bring_back: Callable[[], None],
+    down_for_s: float | None = None,
+) -> FaultRecord:
+    """Take a service down (`take_down` returns when, as time.time()), keep it down for
+    `down_for_s` from then if given (recorded in the details), and bring it back, both in
+    a thread; the status endpoint is probed from before the outage until the service is
+    back (or failed to come back)."""
     stop = asyncio.Event()
     probes = asyncio.create_task(probe_status_until(ctx, stop))
-    at = await asyncio.to_thread(ctx.stack.stop_postgres, signal.SIGQUIT)
-    record = FaultRecord("postgres stop", at, details={"downtime_s": ctx.config.pg_downtime_s})
-    await asyncio.sleep(max(0.0, at + ctx.config.pg_downtime_s - time.time()))
+    at = await asyncio.to_thread(take_down)
+    record = FaultRecord(kind, at)
+    if down_for_s is not None:
+        record.details = {"downtime_s": down_for_s}
+        await asyncio.sleep(max(0.0, at + down_for_s - time.time()))
     try:
-        await asyncio.to_thread(ctx.stack.restart_postgres)
+        await asyncio.to_thread(bring_back)
     finally:
         record.ended_at = time.time()
         stop.set()
         record.probes = await probes
     return record
+
+
+async def postgres_restart(ctx: FaultContext) -> FaultRecord:
+    """PostgreSQL immediate shutdown (SIGQUIT: every connection cut, no checkpoint), down
+    for `pg_downtime_s`, then started again on the same data directory and port. The
+    status endpoint is probed meanwhile."""
+    return await _outage_probed(
+        ctx,
+        "postgres stop",
+        functools.partial(ctx.stack.stop_postgres, signal.SIGQUIT),
+        ctx.stack.restart_postgres,
+        down_for_s=ctx.config.pg_downtime_s,
+    )
 
 
 async def temporal_kill(ctx: FaultContext) -> FaultRecord:
     """kill -9 of the Temporal dev server; started again on the same port and SQLite file.
     The status endpoint is probed meanwhile."""
-    stop = asyncio.Event()
-    probes = asyncio.create_task(probe_status_until(ctx, stop))
-    at = await asyncio.to_thread(ctx.stack.kill_temporal)
-    record = FaultRecord("temporal kill -9", at)
-    try:
-        await asyncio.to_thread(ctx.stack.restart_temporal)
-    finally:
-        record.ended_at = time.time()
-        stop.set()
-        record.probes = await probes
-    return record
+    return await _outage_probed(
+        ctx, "temporal kill -9", ctx.stack.kill_temporal, ctx.stack.restart_temporal
+    )
 
 
 async def kill_all(ctx: FaultContext) -> FaultRecord:
