@@ -752,3 +752,11 @@ def run_benchmark(
     report.git_head_at_start = git_head
     emit(report, started_at, load_before, args.json_out)
     return 0
+
+
+def percentile_ms(seconds: list[float], q: float) -> float:
+    """The q-th percentile (0 to 100) of durations in seconds, in milliseconds rounded to
+    0.1 ms, for a figure; `seconds` must not be empty."""
+    value = percentile(seconds, q)
+    assert value is not None
+    return round(value * 1000, 1)

@@ -35,7 +35,7 @@ from bench.common import (
     SseEvent,
     gateway_client,
     log,
-    percentile,
+    percentile_ms,
     run_benchmark,
     sse_events,
     summary,
@@ -223,17 +223,12 @@ async def measure(stack: LocalStack, size: str) -> Report:
     overhead = [g - s for g, s in zip(from_sent, sim, strict=True)]
     overhead_returned = [g - s for g, s in zip(from_returned, sim, strict=True)]
 
-    def ms(values: list[float], q: float) -> float:
-        value = percentile(values, q)
-        assert value is not None
-        return round(value * 1000, 1)
-
-    over_p50, over_p95 = ms(overhead, 50), ms(overhead, 95)
+    over_p50, over_p95 = percentile_ms(overhead, 50), percentile_ms(overhead, 95)
     figures = [
         Figure(
             "TTFT through the gateway, p50 (POST sent → first delta with text)",
-            ms(from_sent, 50),
-            ms(sim, 50),
+            percentile_ms(from_sent, 50),
+            percentile_ms(sim, 50),
             "ms",
             "≤ baseline + 150 ms",
             over_p50 <= GOAL_MS,
@@ -241,11 +236,11 @@ async def measure(stack: LocalStack, size: str) -> Report:
         ),
         Figure(
             "TTFT through the gateway, p95 (POST sent → first delta with text)",
-            ms(from_sent, 95),
-            ms(sim, 95),
+            percentile_ms(from_sent, 95),
+            percentile_ms(sim, 95),
             "ms",
             "≤ baseline + 150 ms",
-            ms(from_sent, 95) - ms(sim, 95) <= GOAL_MS,
+            percentile_ms(from_sent, 95) - percentile_ms(sim, 95) <= GOAL_MS,
             "simulator's own TTFT, p95",
         ),
         Figure(
@@ -266,7 +261,7 @@ async def measure(stack: LocalStack, size: str) -> Report:
         ),
         Figure(
             "added, p50, counted from the POST's return",
-            ms(overhead_returned, 50),
+            percentile_ms(overhead_returned, 50),
             0.0,
             "ms",
         ),
