@@ -71,7 +71,8 @@ _UPSERT_GENERATION = """
             $8, $9, $10, $11, CASE WHEN $2 = ANY($12::text[]) THEN now() END,
             $13, COALESCE($14, false), $15, $16, $17, $18, $19)
     ON CONFLICT (workflow_id) DO UPDATE SET
-        stage             = EXCLUDED.stage,
+        stage             = CASE WHEN g.stage = ANY($12::text[]) THEN g.stage
+                                 ELSE EXCLUDED.stage END,
         conversation_id   = COALESCE($3, g.conversation_id),
         user_id           = COALESCE($4, g.user_id),
         prompt            = COALESCE($5, g.prompt),
@@ -137,7 +138,7 @@ async def append_event(
             SELECT $1, last_event_seq, $2, $3::jsonb FROM next
             RETURNING seq
         )
-        SELECT seq FROM inserted, pg_notify($4, $1)
+        SELECT seq, pg_notify($4, $1) FROM inserted
         """,
         workflow_id,
         type_,
@@ -168,6 +169,11 @@ class ChatStore:
         `completed`/`failed`/`cancelled` event) is appended to the chat's event log in
         the same transaction. Idempotent: the same update applied twice leaves the same
         row and appends nothing the second time.
+
+        A final stage is never left: an update of an earlier stage that arrives after it
+        (a `record_generation` still running on a worker when the chat was cancelled)
+        fills in its fields but keeps the stage, and appends nothing after the terminal
+        event.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             previous = await conn.fetchval(
@@ -175,7 +181,7 @@ class ChatStore:
                 update.workflow_id,
             )
             await conn.execute(_UPSERT_GENERATION, *_upsert_args(update, cost_usd))
-            if previous == update.stage.value:
+            if previous == update.stage.value or (previous and Stage(previous).is_final):
                 return
             stage_event: dict[str, Any] = {"stage": update.stage.value}
             if update.cache_hit:

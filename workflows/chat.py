@@ -320,8 +320,10 @@ class ChatStreamingWorkflow:
 
 async def _all_of(*steps: Awaitable[Any]) -> None:
     """Run `steps` together and wait for every one of them, then raise the first failure
-    in argument order: nothing is left running behind a failure (so a later
-    `record_generation` cannot be overtaken by an earlier one still in flight)."""
+    in argument order: nothing is left running behind a failed validation, so the
+    `failed` record cannot be overtaken by the first one. (After a cancellation an
+    activity may still finish on its worker; `ChatStore.record_generation` never leaves
+    a final stage, so a late record cannot undo `cancelled`.)"""
     outcomes = await asyncio.gather(*steps, return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
