@@ -96,7 +96,7 @@ async def generations_for(simulator: httpx.AsyncClient, prompt: str) -> dict[str
 HISTORIES_DIR = Path(__file__).parent / "histories"
 # Histories recorded now are named `<version>-<scenario>.json`; older versions' files
 # stay (see docs/upgrades.md). Bump it when a release changes the workflow's commands.
-HISTORY_VERSION = "v2"
+HISTORY_VERSION = "v3"
 
 
 async def keep_history(handle: Any, scenario: str) -> None:
