@@ -55,9 +55,12 @@ class Settings(BaseSettings):
     max_tokens_limit: int = Field(default=8192, ge=1)
     max_prompt_chars: int = Field(default=32_000, ge=1)
     # Characters of earlier conversation turns put into a chat's workflow input (the most
-    # recent whole exchanges that fit): keeps the input far below Temporal's 2 MiB payload
-    # limit however long the conversation. 0 sends none.
-    history_max_chars: int = Field(default=60_000, ge=0)
+    # recent whole exchanges that fit, each turn charged its content plus
+    # common.history.TURN_OVERHEAD_CHARS): keeps the input below Temporal's 2 MiB payload
+    # limit however long the conversation (docs/capacity.md). 100,000 so that one maximal
+    # exchange (a MAX_PROMPT_CHARS prompt and a ~55,000-character MAX_TOKENS_LIMIT answer,
+    # ~87,000) still fits: a smaller cap would send no history at all after one. 0: none.
+    history_max_chars: int = Field(default=100_000, ge=0)
     chunk_target_chars: int = Field(default=120, ge=32)
     # save_chunk activities in flight per chat: bounded so a long answer does not flood
     # the task queue, above 1 so checkpointing does not pay one round trip per chunk.

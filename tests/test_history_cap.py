@@ -9,9 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+import temporalio.converter
 from temporalio.client import Client
 
-from common.history import recent_turns
+from common.history import TURN_OVERHEAD_CHARS, recent_turns
 from common.models import ChatRequest, Turn
 from devstack.harness import LocalStack, auth_headers
 from tests.helpers import expected_answer, unique_prompt, wait_status
@@ -21,22 +22,24 @@ def _exchange(question: str, answer: str) -> list[Turn]:
     return [Turn("user", question), Turn("assistant", answer)]
 
 
-OLD = _exchange("a" * 10, "b" * 20)  # 30 characters
-MIDDLE = _exchange("c" * 5, "d" * 15)  # 20
-NEW = _exchange("e" * 4, "f" * 6)  # 10
+T = TURN_OVERHEAD_CHARS
+OLD = _exchange("a" * 10, "b" * 20)  # charged 30 + 2 T
+MIDDLE = _exchange("c" * 5, "d" * 15)  # 20 + 2 T
+NEW = _exchange("e" * 4, "f" * 6)  # 10 + 2 T
 CONVERSATION = [*OLD, *MIDDLE, *NEW]
 
 
 @pytest.mark.parametrize(
     ("max_chars", "kept", "dropped"),
     [
-        (60, CONVERSATION, 0),  # everything fits, exactly
-        (1_000, CONVERSATION, 0),
-        (59, [*MIDDLE, *NEW], 2),  # the oldest exchange goes whole
-        (30, [*MIDDLE, *NEW], 2),
-        (29, NEW, 4),  # never the middle answer without its question (25 characters)
-        (10, NEW, 4),
-        (9, [], 6),  # the newest exchange alone does not fit: nothing is sent
+        (60 + 6 * T, CONVERSATION, 0),  # everything fits, exactly
+        (10_000, CONVERSATION, 0),
+        (59 + 6 * T, [*MIDDLE, *NEW], 2),  # the oldest exchange goes whole
+        (30 + 4 * T, [*MIDDLE, *NEW], 2),
+        (29 + 4 * T, NEW, 4),  # never the middle answer without its question (25 + 3 T)
+        (10 + 2 * T, NEW, 4),
+        (9 + 2 * T, [], 6),  # the newest exchange alone does not fit: nothing is sent
+        (10, [], 6),  # its contents alone would fit, its turns' overhead does not
         (0, [], 6),
     ],
 )
@@ -49,13 +52,13 @@ def test_keeps_the_most_recent_whole_exchanges_that_fit(
 def test_an_older_exchange_that_would_fit_is_not_kept_past_one_that_does_not() -> None:
     small_old = _exchange("x", "y")
     big = _exchange("z" * 50, "w" * 50)
-    assert recent_turns([*small_old, *big, *NEW], 50) == (NEW, 4)
+    assert recent_turns([*small_old, *big, *NEW], 12 + 4 * T) == (NEW, 4)
 
 
 def test_an_answer_with_several_turns_stays_with_its_question() -> None:
     exchange = [Turn("user", "q" * 5), Turn("assistant", "a" * 5), Turn("assistant", "b" * 5)]
-    assert recent_turns([*exchange, *NEW], 24) == (NEW, 3)
-    assert recent_turns([*exchange, *NEW], 25) == ([*exchange, *NEW], 0)
+    assert recent_turns([*exchange, *NEW], 24 + 5 * T) == (NEW, 3)
+    assert recent_turns([*exchange, *NEW], 25 + 5 * T) == ([*exchange, *NEW], 0)
 
 
 def test_no_turns_and_empty_limit() -> None:
@@ -64,15 +67,37 @@ def test_no_turns_and_empty_limit() -> None:
     assert recent_turns(_exchange("", ""), 0) == ([], 2)  # 0 sends nothing at all
 
 
+def test_many_tiny_turns_are_charged_their_overhead() -> None:
+    empty = _exchange("", "") * 100
+    assert recent_turns(empty, 10 * 2 * T) == (empty[-20:], 180)
+
+
+@pytest.mark.parametrize("max_chars", [0, 100, 1_000, 5_000])
+@pytest.mark.parametrize("content", ["", "x", "x" * 7, "x" * 200])
+def test_the_kept_ascii_history_serialises_to_at_most_max_chars_bytes(
+    max_chars: int, content: str
+) -> None:
+    kept, _ = recent_turns(_exchange(content, content) * 200, max_chars)
+    assert _history_bytes(kept) <= max_chars
+
+
+def _history_bytes(turns: list[Turn]) -> int:
+    """What `turns` add to a ChatRequest's workflow input payload, in bytes."""
+    converter = temporalio.converter.default().payload_converter
+    (with_turns,) = converter.to_payloads([ChatRequest(prompt="", history=turns)])
+    (without,) = converter.to_payloads([ChatRequest(prompt="")])
+    return len(with_turns.data) - len(without.data)
+
+
 # --- through the gateway ----------------------------------------------------------------
 
-HISTORY_MAX_CHARS = 150
+HISTORY_MAX_CHARS = 250
 MAX_TOKENS = 4  # "[Simulated reply from the": 25 characters
 
 
 @pytest.fixture(scope="module")
 async def capped(stack: LocalStack) -> Any:
-    """A gateway on the shared stack that sends at most 150 characters of history."""
+    """A gateway on the shared stack that sends at most HISTORY_MAX_CHARS of history."""
     process, url = stack.start_extra_gateway({"HISTORY_MAX_CHARS": str(HISTORY_MAX_CHARS)})
     try:
         yield process, url
@@ -115,8 +140,8 @@ async def test_the_workflow_input_keeps_only_the_newest_turns_that_fit(
     second_exchange = _exchange(
         second, expected_answer(second, MAX_TOKENS, history=_dicts(first_exchange))
     )
-    first_chars = _chars(first_exchange)
-    second_chars = _chars(second_exchange)
+    first_chars = _charged(first_exchange)
+    second_chars = _charged(second_exchange)
     assert first_chars <= HISTORY_MAX_CHARS < first_chars + second_chars  # the test's premise
 
     assert first_request.history == []
@@ -149,8 +174,9 @@ async def _chat_request_of(client: Client, workflow_id: str) -> ChatRequest:
     raise LookupError(f"no history for {workflow_id}")
 
 
-def _chars(turns: list[Turn]) -> int:
-    return sum(len(t.content) for t in turns)
+def _charged(turns: list[Turn]) -> int:
+    """What `recent_turns` charges for `turns` against HISTORY_MAX_CHARS."""
+    return sum(len(t.content) + TURN_OVERHEAD_CHARS for t in turns)
 
 
 def _dicts(turns: list[Turn]) -> list[dict[str, str]]:
