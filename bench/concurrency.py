@@ -178,30 +178,34 @@ async def mvp_run(
     return result
 
 
-async def floor_run(stack: LocalStack, chats: int, chunks: int, window: int) -> dict[str, Any]:
-    """The same number of workflows, each `chunks` no-op activities through the same
-    window, on the same dev server with as many worker processes (bench.temporal_floor):
-    what Temporal alone allows. Activities/s = chats x chunks / (first start → last
-    workflow result)."""
+async def floor_run(
+    stack: LocalStack, chats: int, chunks: int, window: int, timeout_s: float
+) -> dict[str, Any]:
+    """The same number of workflows, each `chunks` no-op (regular) activities through the
+    same window, on the same dev server with as many worker processes
+    (bench.temporal_floor): what Temporal alone allows. Activities/s = chats x chunks /
+    (first start → last workflow result), a window that also holds each workflow's start
+    and first task, so it slightly understates the rate against the chats' figure."""
     task_queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
-    children = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bench.temporal_floor",
-            "--address",
-            stack.temporal_address,
-            "--task-queue",
-            task_queue,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for _ in stack.live_workers()
-    ]
+    children: list[asyncio.subprocess.Process] = []
     try:
-        for child in children:
+        for _ in stack.live_workers():
+            child = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.temporal_floor",
+                "--address",
+                stack.temporal_address,
+                "--task-queue",
+                task_queue,
+                cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            children.append(child)
             assert child.stdout is not None
-            await asyncio.wait_for(child.stdout.readline(), 60)  # "floor worker started"
+            line = await asyncio.wait_for(child.stdout.readline(), 60)
+            if line.strip() != b"floor worker started":
+                raise RuntimeError(f"a floor worker did not start (exit {child.returncode})")
         roots = {f"floor-worker-{i + 1}": c.pid for i, c in enumerate(children)}
         if stack.temporal is not None:
             roots["temporal"] = stack.temporal.pid
@@ -219,7 +223,7 @@ async def floor_run(stack: LocalStack, chats: int, chunks: int, window: int) -> 
                     for _ in range(chats)
                 )
             )
-            done = await asyncio.gather(*(h.result() for h in handles))
+            done = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout_s)
             elapsed = time.time() - first
     finally:
         for child in children:  # only the children this benchmark started
@@ -258,7 +262,7 @@ async def measure(stack: LocalStack, size: str) -> Report:
         log(f"  the same {chats} chats without Temporal (bench.mvp)")
         mvp = await mvp_run(stack, db, specs, timeout_s)
         log(f"  Temporal alone: {chats} workflows x {chunks} no-op activities")
-        floor = await floor_run(stack, chats, chunks, settings.checkpoint_window)
+        floor = await floor_run(stack, chats, chunks, settings.checkpoint_window, timeout_s)
     finally:
         await db.close()
 
@@ -282,11 +286,9 @@ async def measure(stack: LocalStack, size: str) -> Report:
         Figure(
             f"Temporal alone: no-op activities per second, {chats} workflows x {chunks}",
             floor["activities_per_s"],
-            mvp["checkpoints_per_s"],
+            temporal["checkpoints_per_s"],
             "/s",
-            "≥ 300/s",
-            floor["activities_per_s"] >= GOAL_PER_S,
-            "MVP: asyncio tasks writing rows directly",
+            baseline_is="the chats' checkpoints/s (a bound on them, not a result)",
         ),
         Figure(
             "Temporal alone: CPU per activity (dev server + floor workers)",

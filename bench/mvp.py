@@ -36,6 +36,7 @@ from activities.drafts import DraftPublisher
 from activities.validation import check_prompt
 from common.models import GenerationUpdate, Stage
 from storage import ChatStore
+from storage.pool import keep_session_state
 from workflows.chunking import split_into_chunks
 
 SCHEMA = "bench_mvp"
@@ -106,9 +107,13 @@ async def one_chat(
 
 
 async def run(dsn: str, simulator_url: str, specs: list[dict[str, Any]], schema: str) -> None:
-    # the same pool size as a worker's (worker.py)
+    # the same pool size and release policy as a worker's (worker.py, storage.pool)
     pool = await asyncpg.create_pool(
-        dsn, min_size=0, max_size=20, server_settings={"search_path": schema}
+        dsn,
+        min_size=0,
+        max_size=20,
+        server_settings={"search_path": schema},
+        reset=keep_session_state,
     )
     llm = openai.AsyncOpenAI(base_url=simulator_url, api_key="bench", max_retries=0, timeout=120)
     store = ChatStore(pool)

@@ -34,7 +34,8 @@ from bench.common import (
 
 BENCHMARKS = ("ttft", "checkpoints", "recovery", "concurrency", "reconnect")
 # Other scripts under bench/ with `--size tiny|full` and a last line of JSON, in their
-# own format (no `figures`): run and kept as they report.
+# own format (cache_hit: no `figures`; server_timers: figures but no `details`): run
+# and kept as they report, their figures added to the combined table when they have any.
 EXTRA_BENCHMARKS = ("cache_hit", "server_timers")
 
 

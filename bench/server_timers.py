@@ -34,7 +34,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from bench.common import Figure, table
+    from bench.common import Figure, stop_on_signals, table
     from devstack.stack import temporal_cli
 
 TIMEOUT = timedelta(milliseconds=500)
@@ -132,6 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", choices=("tiny", "full"), default="full")
     args = parser.parse_args()
+    stop_on_signals()  # SIGTERM (run_all) still stops the dev server this probe started
     logging.getLogger("temporalio").setLevel(logging.ERROR)  # the failing attempts' traces
     figures = asyncio.run(measure(1 if args.size == "tiny" else 3))
     print(table(figures))

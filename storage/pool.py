@@ -51,17 +51,17 @@ async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
         max_size=max_size,
         timeout=5,
         command_timeout=10,
-        reset=_keep_session,
+        reset=keep_session_state,
     )
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
+async def keep_session_state(conn: asyncpg.Connection) -> None:
     """Nothing to reset when a connection goes back to the pool.
 
     Pooled connections never change session state (no SET, LISTEN or advisory lock:
     the event listener and the migrations use connections of their own), so asyncpg's
     default reset query (RESET ALL, UNLISTEN *, unlock all, ...) would be a round trip
-    per acquire for nothing. asyncpg still rolls back a transaction left open.
+    per release for nothing. asyncpg still rolls back a transaction left open.
     """
 
 
