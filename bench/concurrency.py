@@ -179,7 +179,7 @@ async def mvp_run(
 
 
 async def floor_run(
-    stack: LocalStack, chats: int, chunks: int, window: int, timeout_s: float
+    stack: LocalStack, chats: int, chunks: int, window: int, timeout_s: float, local: bool = False
 ) -> dict[str, Any]:
     """The same number of workflows, each `chunks` no-op (regular) activities through the
     same window, on the same dev server with as many worker processes
@@ -216,7 +216,7 @@ async def floor_run(
                 *(
                     client.start_workflow(
                         FloorWorkflow.run,
-                        FloorRun(chunks=chunks, window=window),
+                        FloorRun(chunks=chunks, window=window, local=local),
                         id=f"bench-floor-{uuid.uuid4()}",
                         task_queue=task_queue,
                     )
@@ -263,6 +263,10 @@ async def measure(stack: LocalStack, size: str) -> Report:
         mvp = await mvp_run(stack, db, specs, timeout_s)
         log(f"  Temporal alone: {chats} workflows x {chunks} no-op activities")
         floor = await floor_run(stack, chats, chunks, settings.checkpoint_window, timeout_s)
+        log("  the same with local activities")
+        floor_local = await floor_run(
+            stack, chats, chunks, settings.checkpoint_window, timeout_s, local=True
+        )
     finally:
         await db.close()
 
@@ -289,6 +293,13 @@ async def measure(stack: LocalStack, size: str) -> Report:
             temporal["checkpoints_per_s"],
             "/s",
             baseline_is="the chats' checkpoints/s (a bound on them, not a result)",
+        ),
+        Figure(
+            f"Temporal alone, local activities: per second, {chats} workflows x {chunks}",
+            floor_local["activities_per_s"],
+            floor["activities_per_s"],
+            "/s",
+            baseline_is="Temporal alone, regular activities",
         ),
         Figure(
             "Temporal alone: CPU per activity (dev server + floor workers)",
@@ -352,6 +363,7 @@ async def measure(stack: LocalStack, size: str) -> Report:
         "temporal": temporal,
         "mvp": mvp,
         "temporal_alone": floor,
+        "temporal_alone_local_activities": floor_local,
     }
     return Report(
         "concurrency",

@@ -7,8 +7,11 @@ the shape of `ChatStreamingWorkflow._save_chunks` without PostgreSQL, without th
 without the gateway. bench/concurrency.py runs as many of them as it runs chats, on
 the same dev server, with as many worker processes as the stack has (sandboxed and
 tuned like worker.py). The activities per second it reaches bound the chunk
-checkpoints per second of any design keeping one activity per chunk on this server
-and machine.
+checkpoints per second of any design keeping one (regular) activity per chunk on this
+server and machine. With `local`, the same with local activities: they run inside the
+workflow task on the worker that holds it and are recorded as markers, without the
+server dispatching each one — the alternative the checkpoint phase does not take
+(docs/benchmarks.md says why).
 
 The worker is a child process, so its CPU is measured alone:
 
@@ -33,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
 class FloorRun:
     chunks: int
     window: int
+    local: bool = False  # local activities: run inside the workflow task, no dispatch
 
 
 @activity.defn(name="noop_chunk")
@@ -48,6 +52,13 @@ class FloorWorkflow:
 
         async def one(index: int) -> int:
             async with window:
+                if spec.local:
+                    return await workflow.execute_local_activity(
+                        noop_chunk,
+                        index,
+                        start_to_close_timeout=policies.SAVE_CHUNK_TIMEOUT,
+                        retry_policy=policies.SAVE_CHUNK_RETRY,
+                    )
                 return await workflow.execute_activity(
                     noop_chunk,
                     index,
