@@ -264,8 +264,9 @@ async def start_chat(gateway: httpx.AsyncClient, **body: object) -> str:
 @contextlib.asynccontextmanager
 async def simulator_fault(simulator: httpx.AsyncClient, **fault: object) -> AsyncIterator[None]:
     """Inside the block the simulator injects `fault` (`POST /sim/faults`, e.g.
-    `fault="http_500", count=2`); on leaving it every armed fault is cleared."""
-    await simulator.post("/sim/faults", json=fault)
+    `fault="http_500", count=2`); on leaving it every armed fault is cleared. A fault the
+    simulator refuses fails the test at once (a test must not pass without its fault)."""
+    (await simulator.post("/sim/faults", json=fault)).raise_for_status()
     try:
         yield
     finally:

@@ -84,6 +84,8 @@ async def _run_with_one_cut(  # type: ignore[no-untyped-def]
     async with simulator_fault(simulator, fault="disconnect", count=1, after_tokens=40):
         handle = await _start(temporal, prompt, max_tokens, mode)
         events = await read_sse(gateway, handle.id)
+        armed = (await simulator.get("/sim/faults")).json()
+    assert armed["remaining"] == 0, armed  # the connection was cut
     return handle, events
 
 

@@ -75,20 +75,23 @@ class ChatStreamingWorkflow:
         self._started_in_replay = workflow.unsafe.is_replaying()
         workflow.metric_meter().create_counter(metrics.CHATS_STARTED).add(1)
         try:
-            validation = workflow.execute_activity(
-                validate_prompt,
-                PromptToValidate(prompt=request.prompt, max_chars=request.max_prompt_chars),
-                start_to_close_timeout=policies.VALIDATE_TIMEOUT,
-                retry_policy=policies.VALIDATE_RETRY,
-                summary="validate_prompt",
-            )
-            recording = self._enter(Stage.VALIDATING, _first_record(workflow_id, request))
+
+            def validation() -> Awaitable[Any]:
+                return workflow.execute_activity(
+                    validate_prompt,
+                    PromptToValidate(prompt=request.prompt, max_chars=request.max_prompt_chars),
+                    start_to_close_timeout=policies.VALIDATE_TIMEOUT,
+                    retry_policy=policies.VALIDATE_RETRY,
+                    summary="validate_prompt",
+                )
+
+            first_record = _first_record(workflow_id, request)
             if workflow.patched(PATCH_VALIDATE_WHILE_RECORDING):
                 # One round trip instead of two before the LLM call (or the cache).
-                await _all_of(recording, validation)
+                await _all_of(self._enter(Stage.VALIDATING, first_record), validation())
             else:
-                await recording
-                await validation
+                await self._enter(Stage.VALIDATING, first_record)
+                await validation()
 
             messages = _messages(request)
             cache_key: str | None = None
