@@ -326,15 +326,9 @@ async def ensure_owner(client: Client, store: ChatStore, workflow_id: str, user_
             raise ChatNotFoundError(workflow_id)
         return
     try:
-        description = await client.get_workflow_handle(workflow_id).describe(
-            rpc_timeout=timedelta(seconds=2)
-        )
+        await _ensure_owner_in_temporal(client, workflow_id, user_id)
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise ChatNotFoundError(workflow_id) from err
         raise _temporal_error(err) from err
-    if description.typed_search_attributes.get(search_attributes.USER) != user_id:
-        raise ChatNotFoundError(workflow_id)
 
 
 async def ensure_owner_or_unavailable(
@@ -348,15 +342,24 @@ async def ensure_owner_or_unavailable(
         if err.dependency != "PostgreSQL":
             raise
         try:
-            description = await client.get_workflow_handle(workflow_id).describe(
-                rpc_timeout=timedelta(seconds=2)
-            )
+            await _ensure_owner_in_temporal(client, workflow_id, user_id)
         except RPCError as rpc:
-            if rpc.status == RPCStatusCode.NOT_FOUND:
-                raise ChatNotFoundError(workflow_id) from rpc
             raise err from rpc
-        if description.typed_search_attributes.get(search_attributes.USER) != user_id:
+
+
+async def _ensure_owner_in_temporal(client: Client, workflow_id: str, user_id: str) -> None:
+    """ChatNotFoundError unless Temporal knows the chat and its `ChatUserId` search
+    attribute is `user_id`; any other RPC error is raised as it is."""
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe(
+            rpc_timeout=timedelta(seconds=2)
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
             raise ChatNotFoundError(workflow_id) from err
+        raise
+    if description.typed_search_attributes.get(search_attributes.USER) != user_id:
+        raise ChatNotFoundError(workflow_id)
 
 
 async def check_limits(limits: LimitsStore, settings: Settings, user_id: str) -> None:

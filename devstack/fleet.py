@@ -469,28 +469,30 @@ async def query_progress(
             )
     except (RPCError, WorkflowQueryFailedError, TimeoutError):
         pass
-    if store is not None:
-        try:
-            row = await store.get_generation(workflow_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            row = None
-        if row is not None:
-            return row.stage.value, row.chunks_saved, row.total_chunks
-    return None, 0, None
+    return await _stored_progress(workflow_id, store) or (None, 0, None)
 
 
 async def saved_chunks(
     client: Client, workflow_id: str, store: ChatStore | None
 ) -> tuple[str | None, int, int | None]:
     """(stage, chunks saved, total chunks) from PostgreSQL, else from the `progress` query."""
-    if store is not None:
-        try:
-            row = await store.get_generation(workflow_id)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-            row = None
-        if row is not None:
-            return row.stage.value, row.chunks_saved, row.total_chunks
-    return await query_progress(client, workflow_id, None)
+    return await _stored_progress(workflow_id, store) or await query_progress(
+        client, workflow_id, None
+    )
+
+
+async def _stored_progress(
+    workflow_id: str, store: ChatStore | None
+) -> tuple[str, int, int | None] | None:
+    """(stage, chunks saved, total chunks) from the generation row; None without one or
+    while PostgreSQL does not answer."""
+    if store is None:
+        return None
+    try:
+        row = await store.get_generation(workflow_id)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        return None
+    return None if row is None else (row.stage.value, row.chunks_saved, row.total_chunks)
 
 
 async def inspect_chat(
