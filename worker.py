@@ -29,12 +29,13 @@ from activities.cache import CacheActivities
 from activities.checkpoints import CheckpointActivities
 from activities.generation import GenerationActivities
 from activities.validation import validate_prompt
-from common.llm import build_llm_client
+from activities.provider import ProviderLimits
+from common.llm import ResumeUnsupportedError, build_llm_client, decide_generation_mode
 from common.log import configure_logging
 from common.pricing import DEFAULT_PRICES
 from common.settings import get_settings
 from common.temporal import connect_temporal
-from storage import AnswerCacheStore, ChatStore, apply_migrations, create_pool
+from storage import AnswerCacheStore, ChatStore, LlmCallStore, apply_migrations, create_pool
 from storage.pool import wait_for_database
 from workflows.chat import ChatStreamingWorkflow
 
@@ -115,11 +116,34 @@ async def run_worker(index: int = 1) -> None:
         runtime=_runtime_with_metrics(metrics_port) if metrics_port else None,
     )
     llm = build_llm_client(settings)
+    try:
+        decision = await decide_generation_mode(settings, llm)
+    except ResumeUnsupportedError as err:
+        log.error("worker cannot start", reason=str(err))
+        raise SystemExit(2) from None
+    log.info(
+        "generation mode decided",
+        mode=decision.mode.value,
+        reason=decision.reason,
+        requested=settings.generation_mode,
+        endpoint=settings.llm_base_url or "OpenAI",
+    )
 
     prices = {**DEFAULT_PRICES, **settings.llm_prices}
     checkpoints = CheckpointActivities(ChatStore(pool), identity, prices)
     cache = CacheActivities(AnswerCacheStore(pool), prices)
-    generation = GenerationActivities(llm, ChatStore(pool))
+    generation = GenerationActivities(
+        llm,
+        ChatStore(pool),
+        LlmCallStore(pool),
+        prices,
+        ProviderLimits(
+            idle_timeout_s=settings.llm_stream_idle_timeout_s,
+            queued_timeout_s=settings.llm_queued_timeout_s,
+            outage_tolerance_s=settings.llm_outage_tolerance_s,
+        ),
+        decision.mode,
+    )
     worker = Worker(
         client,
         task_queue=settings.task_queue,
@@ -152,6 +176,7 @@ async def run_worker(index: int = 1) -> None:
         task_queue=settings.task_queue,
         temporal=settings.temporal_address,
         llm=settings.provider_name,
+        generation_mode=decision.mode.value,
         pid=os.getpid(),
         metrics=f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else "off",
     )

@@ -56,6 +56,7 @@ class CacheActivities:
                     cached_from=answer.owner_workflow_id,
                     saved_ms=answer.generation_ms,
                     saved_usd=answer.cost_usd,
+                    finish_reason=answer.finish_reason,
                 )
             if not waited:
                 log.info("identical chat in progress: waiting for its answer")
@@ -80,6 +81,7 @@ class CacheActivities:
             answer.usage.completion_tokens,
             answer.generation_ms,
             cost,
+            answer.finish_reason,
         )
 
     @activity.defn(name="release_answer_claim")

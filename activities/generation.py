@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import cast
 
 import openai
 import structlog
 from openai.types.chat import ChatCompletionMessageParam
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from activities.billing import CallLedger, estimate_prompt_tokens, estimate_tokens
 from activities.drafts import DraftPublisher
-from activities.resumable import GenerationFailedAtProvider, generate_resumable, heartbeat_details
+from activities.provider import ProviderLimits, ProviderTrouble, provider_errors
+from activities.resumable import generate_resumable, heartbeat_details
 from common import metrics
-from common.models import GeneratedText, GenerationMode, GenerationRequest, Usage
-from storage import ChatStore
+from common.models import FinishReason, GeneratedText, GenerationMode, GenerationRequest, Usage
+from common.pricing import ModelPrice
+from storage import ChatStore, LlmCallStore
 
 log = structlog.get_logger(__name__)
 
@@ -25,20 +26,34 @@ log = structlog.get_logger(__name__)
 # server declares the worker dead.
 HEARTBEAT_INTERVAL_S = 1.0
 
-# Provider answers that no retry can change: bad request, bad key, unknown model.
-_NON_RETRYABLE_STATUS = {400, 401, 403, 404, 422}
+# Chat-completions finish reasons kept as they are; any other (tool_calls, ...) is `stop`.
+_FINISH_REASONS = {r.value for r in FinishReason}
 
 
 class GenerationActivities:
     """The LLM side of a chat, bound to one OpenAI-compatible client.
 
     The client must be built with `max_retries=0`: Temporal owns retries, with the
-    policy in `workflows.policies`.
+    policy in `workflows.policies`. `mode` is what this worker's probe found its
+    endpoint can do; it settles the chats that ask for `auto`.
     """
 
-    def __init__(self, client: openai.AsyncOpenAI, store: ChatStore) -> None:
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        store: ChatStore,
+        calls: LlmCallStore,
+        prices: dict[str, ModelPrice],
+        limits: ProviderLimits,
+        mode: GenerationMode,
+    ) -> None:
+        assert mode is not GenerationMode.AUTO
         self._client = client
         self._store = store
+        self._calls = calls
+        self._prices = prices
+        self._limits = limits
+        self._mode = mode
 
     @activity.defn(name="generate_full_text")
     async def generate_full_text(self, request: GenerationRequest) -> GeneratedText:
@@ -46,18 +61,30 @@ class GenerationActivities:
 
         Its result is recorded in the workflow history, so once it has completed the
         LLM is never called again for this chat, whatever crashes later. While tokens
-        runs it heartbeats every second (progress: characters so far), so a dead worker
-        is noticed within the heartbeat timeout and the call is retried elsewhere.
-        Streamed text is published as live `delta` events (see activities.drafts); a
-        retry first publishes a `reset`, so viewers never see text twice.
+        arrive it heartbeats every second, so a dead worker is noticed within the
+        heartbeat timeout and the call is retried elsewhere. Streamed text is published
+        as live `delta` events (see activities.drafts); a retry that cannot continue the
+        same generation first publishes a `reset`, so viewers never see text twice.
+        Every generation the provider runs is counted in `llm_calls` (activities.billing).
 
-        Errors: 429 is retried after the provider's Retry-After; 5xx and broken
-        connections are retried with backoff; 4xx answers raise a non-retryable
-        `ProviderRejectedError`.
+        An answer cut at `max_tokens` or stopped by a content filter is an answer (its
+        `finish_reason` says which). Errors: see activities.provider.
         """
         info = activity.info()
+        mode = self._mode if request.mode is GenerationMode.AUTO else request.mode
+        if request.mode is GenerationMode.AUTO and info.attempt == 1:
+            await _best_effort(self._store.set_generation_mode(request.workflow_id, mode.value))
         drafts = DraftPublisher(self._store, request.workflow_id, info.attempt)
-        resumable = request.mode == GenerationMode.RESUME
+        ledger = CallLedger(
+            self._calls,
+            self._prices,
+            request.workflow_id,
+            info.attempt,
+            mode.value,
+            request.model,
+            estimate_prompt_tokens(request.messages),
+        )
+        resumable = mode is GenerationMode.RESUME
         heartbeats = asyncio.create_task(
             _heartbeat_every(
                 HEARTBEAT_INTERVAL_S,
@@ -69,28 +96,38 @@ class GenerationActivities:
         )
         meter = activity.metric_meter()
         if info.attempt > 1:
-            meter.create_counter(metrics.LLM_RETRIES).add(1, {"mode": request.mode.value})
+            meter.create_counter(metrics.LLM_RETRIES).add(1, {"mode": mode.value})
+        tolerance = self._limits.outage_tolerance_s
         try:
             if resumable:
-                generated = await _provider_errors(
-                    generate_resumable(self._client, self._store, request, drafts)
+                generated = await provider_errors(
+                    generate_resumable(
+                        self._client, self._store, request, drafts, ledger, self._limits
+                    ),
+                    tolerance,
                 )
             else:
                 if info.attempt > 1:
                     log.warning("generation retried: the provider is asked again")
+                    await ledger.close_interrupted(except_key=None)
                     await drafts.restart(
                         f"The answer restarted after a worker failure or a provider error "
                         f"(attempt {info.attempt}); this provider cannot resume a generation."
                     )
-                generated = await _provider_errors(self._stream(request, drafts))
+                generated = await provider_errors(self._stream(request, drafts, ledger), tolerance)
         finally:
             heartbeats.cancel()
+        generated.mode = mode.value
         tokens = meter.create_counter(metrics.LLM_TOKENS)
         tokens.add(generated.usage.prompt_tokens, {"kind": "prompt"})
         tokens.add(generated.usage.completion_tokens, {"kind": "completion"})
         return generated
 
-    async def _stream(self, request: GenerationRequest, drafts: DraftPublisher) -> GeneratedText:
+    async def _stream(
+        self, request: GenerationRequest, drafts: DraftPublisher, ledger: CallLedger
+    ) -> GeneratedText:
+        """Restart mode: one streamed chat completion, counted as one LLM call."""
+        call_key = f"attempt-{activity.info().attempt}"
         parts: list[str] = []
         usage: Usage | None = None
         finish_reason: str | None = None
@@ -103,26 +140,66 @@ class GenerationActivities:
             stream=True,
             stream_options={"include_usage": True},
         )
-        async with stream:
-            async for event in stream:
-                model = event.model or model
-                if event.usage is not None:
-                    usage = Usage(
-                        prompt_tokens=event.usage.prompt_tokens,
-                        completion_tokens=event.usage.completion_tokens,
-                    )
-                for choice in event.choices:
-                    if choice.delta.content:
-                        parts.append(choice.delta.content)
-                        await drafts.add(choice.delta.content)
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
+        await ledger.begin(call_key)
+        idle_s = self._limits.idle_timeout_s
+        try:
+            async with stream:
+                events = aiter(stream)
+                while True:
+                    try:
+                        event = await asyncio.wait_for(anext(events), idle_s)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise ProviderTrouble(
+                            f"No token from the LLM provider for {idle_s:g} s "
+                            "(LLM_STREAM_IDLE_TIMEOUT_S); the answer is asked again."
+                        ) from None
+                    model = event.model or model
+                    if event.usage is not None:
+                        usage = Usage(event.usage.prompt_tokens, event.usage.completion_tokens)
+                    for choice in event.choices:
+                        if choice.delta.content:
+                            parts.append(choice.delta.content)
+                            await drafts.add(choice.delta.content)
+                        if choice.finish_reason:
+                            finish_reason = choice.finish_reason
+            if finish_reason is None:
+                raise ProviderTrouble("The LLM provider's stream ended before the answer did.")
+        except BaseException as err:
+            status = "cancelled" if isinstance(err, asyncio.CancelledError) else "failed"
+            await asyncio.shield(
+                ledger.finish(
+                    call_key,
+                    status,
+                    usage=usage,
+                    chars=sum(map(len, parts)),
+                    model=model,
+                    error=None if status == "cancelled" else str(err) or type(err).__name__,
+                )
+            )
+            raise
         await drafts.flush()
         text = "".join(parts)
-        if usage is None:  # some OpenAI-compatible servers send no usage: count roughly
-            prompt_words = sum(len(t.content.split()) for t in request.messages)
-            usage = Usage(prompt_tokens=prompt_words, completion_tokens=len(text.split()))
-        log.info("generation finished", chars=len(text), completion_tokens=usage.completion_tokens)
+        if usage is None:  # some OpenAI-compatible servers send no usage: estimate it
+            usage = Usage(ledger.prompt_estimate, estimate_tokens(len(text)), estimated=True)
+        if finish_reason not in _FINISH_REASONS:
+            finish_reason = FinishReason.STOP.value
+        await ledger.finish(
+            call_key,
+            "completed" if finish_reason == "stop" else "incomplete",
+            usage=usage,
+            chars=len(text),
+            model=model,
+            finish_reason=finish_reason,
+        )
+        log.info(
+            "generation ended",
+            chars=len(text),
+            finish_reason=finish_reason,
+            completion_tokens=usage.completion_tokens,
+            usage_estimated=usage.estimated,
+        )
         return GeneratedText(text=text, usage=usage, model=model, finish_reason=finish_reason)
 
 
@@ -144,49 +221,12 @@ async def _heartbeat_every(
         await asyncio.sleep(interval_s)
 
 
-async def _provider_errors(call: Awaitable[GeneratedText]) -> GeneratedText:
-    """Await a generation; map provider errors to Temporal errors (retryable or not)."""
+async def _best_effort(write: Awaitable[None]) -> None:
     try:
-        return await call
-    except openai.RateLimitError as err:
-        delay = _retry_after(err)
-        raise ApplicationError(
-            f"The LLM provider is rate limiting (429); retrying in {delay:.0f} s.",
-            type="ProviderRateLimitedError",
-            next_retry_delay=timedelta(seconds=delay),
-        ) from err
-    except openai.APIStatusError as err:
-        message = f"The LLM provider answered {err.status_code}: {_error_text(err)}"
-        if err.status_code in _NON_RETRYABLE_STATUS:
-            raise ApplicationError(
-                message, type="ProviderRejectedError", non_retryable=True
-            ) from err
-        raise ApplicationError(message, type="ProviderUnavailableError") from err
-    except (openai.APIConnectionError, openai.APIResponseValidationError) as err:
-        raise ApplicationError(
-            f"The connection to the LLM provider failed: {err}", type="ProviderUnavailableError"
-        ) from err
-
-    except GenerationFailedAtProvider as err:
-        raise ApplicationError(str(err), type="ProviderUnavailableError") from err
+        await write
+    except Exception as err:  # the row is informative only; the generation goes on
+        log.warning("could not record the generation mode", error=str(err))
 
 
 def _message(role: str, content: str) -> ChatCompletionMessageParam:
     return cast(ChatCompletionMessageParam, {"role": role, "content": content})
-
-
-def _retry_after(err: openai.APIStatusError, default_s: float = 2.0) -> float:
-    value = err.response.headers.get("retry-after")
-    try:
-        return max(0.1, float(value)) if value is not None else default_s
-    except ValueError:
-        return default_s
-
-
-def _error_text(err: openai.APIStatusError) -> str:
-    body = err.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and "message" in inner:
-            return str(inner["message"])
-    return err.message

@@ -6,22 +6,48 @@ of the last delta viewers have are kept in the activity's heartbeat details and 
 chat's event log, so an attempt that replaces a dead worker re-attaches with
 `GET /v1/responses/{id}?stream=true&starting_after=N` and continues where the preview
 stopped: the provider generates the answer once, the viewer's text never restarts.
+
+Every end OpenAI documents for a response is handled (`openai.types.responses`):
+`completed` is the answer; `incomplete` is an answer too, cut at `max_output_tokens`
+(finish reason `length`) or stopped by the content filter; `failed` with a server-side
+code starts a new generation, any other code fails the chat for good; `cancelled`
+(by someone else than this chat) ends it as cancelled; a response still `queued` after
+`LLM_QUEUED_TIMEOUT_S` is cancelled and fails the chat. A stream that goes quiet for
+`LLM_STREAM_IDLE_TIMEOUT_S`, ends early or sends an `error` event is re-attached, after
+asking the provider (a plain retrieve) where the response stands.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import httpx
 import openai
 import structlog
-from openai.types.responses import ResponseInputParam, ResponseStreamEvent
+from openai.types.responses import Response, ResponseInputParam, ResponseStreamEvent
 from temporalio import activity
 
+from activities.billing import CallLedger, estimate_tokens
 from activities.drafts import DraftPublisher
-from common.models import GeneratedText, GenerationRequest, Usage
+from activities.provider import (
+    TRANSIENT_RESPONSE_ERRORS,
+    ProviderCancelled,
+    ProviderLimits,
+    ProviderRefusal,
+    ProviderTrouble,
+    QueuedTooLong,
+)
+from common.models import (
+    FinishReason,
+    GeneratedText,
+    GenerationMode,
+    GenerationRequest,
+    Usage,
+)
 from storage import ChatStore
 
 log = structlog.get_logger(__name__)
@@ -29,6 +55,14 @@ log = structlog.get_logger(__name__)
 # A cut connection is re-attached within the same attempt this many times before the
 # attempt fails (and Temporal retries it, which re-attaches again).
 REATTACH_LIMIT = 3
+# A `response.failed` with a server-side code is answered with a new generation this
+# many times within one attempt (then the attempt fails, and Temporal retries it).
+FRESH_GENERATION_LIMIT = 2
+
+_INCOMPLETE_REASONS = {
+    "max_output_tokens": FinishReason.LENGTH.value,
+    "content_filter": FinishReason.CONTENT_FILTER.value,
+}
 
 
 @dataclass(frozen=True)
@@ -57,54 +91,91 @@ def heartbeat_details(drafts: DraftPublisher) -> dict[str, Any]:
     }
 
 
-class StreamInterrupted(Exception):
-    """The provider's stream ended without a terminal event: re-attach."""
+class StreamInterrupted(ProviderTrouble):
+    """The provider's stream ended, went quiet or sent an `error` event before the
+    generation ended: ask where the response stands, then re-attach."""
 
 
-class GenerationFailedAtProvider(Exception):
-    """The provider ended the generation as failed or incomplete."""
+class FailedTransiently(Exception):
+    """The provider failed the generation with a server-side code: generate again."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code})")
+        self.code = code
 
 
 async def generate_resumable(
-    client: openai.AsyncOpenAI, store: ChatStore, request: GenerationRequest, drafts: DraftPublisher
+    client: openai.AsyncOpenAI,
+    store: ChatStore,
+    request: GenerationRequest,
+    drafts: DraftPublisher,
+    ledger: CallLedger,
+    limits: ProviderLimits,
 ) -> GeneratedText:
-    """Run (or re-attach to) the chat's background generation until it completes."""
+    """Run (or re-attach to) the chat's background generation until it ends."""
     info = activity.info()
     previous = ResumePoint.from_heartbeat(info.heartbeat_details)
     if previous is None and info.attempt > 1:
         # A heartbeat is sent late and unconfirmed; the event log is written at once.
         previous = await _resume_point_from_log(store, drafts.workflow_id)
     starting_after = await _prepare(store, drafts, info.attempt, previous)
-    if previous is not None:
+    if info.attempt > 1:
+        await ledger.close_interrupted(except_key=drafts.response_id)
+    if drafts.response_id is not None:
+        await ledger.begin(drafts.response_id)  # no-op unless its first write was lost
         log.info(
             "re-attaching to the generation the previous attempt started",
-            response_id=previous.response_id,
+            response_id=drafts.response_id,
             starting_after=starting_after,
         )
     reattached = 0
+    fresh = 0
     while True:
         try:
             if drafts.response_id is None:
                 events = _created_stream(client, request)
             else:
                 events = _resumed_stream(client, drafts.response_id, starting_after)
-            return await _consume(events, drafts, request)
+            return await _consume(events, drafts, request, ledger, limits)
         except openai.NotFoundError:
             if drafts.response_id is None:
                 raise
-            log.warning("the generation expired at the provider: starting a new one")
-            await drafts.start_over("The previous generation expired; the answer restarts.")
-        except (openai.APIConnectionError, openai.APITimeoutError, StreamInterrupted):
+            log.warning("the provider no longer has the generation: starting a new one")
+            await ledger.finish(
+                drafts.response_id,
+                "interrupted",
+                usage=None,
+                chars=drafts.chars,
+                error="the provider no longer had this generation",
+            )
+            await drafts.start_over(
+                "The provider no longer had the generation; the answer restarts."
+            )
+        except FailedTransiently as err:
+            fresh += 1
+            if fresh > FRESH_GENERATION_LIMIT:
+                raise ProviderTrouble(f"The provider failed the generation again: {err}") from None
+            log.warning("the provider failed the generation: starting a new one", code=err.code)
+            await drafts.start_over(
+                f"The provider's generation failed ({err.code}); the answer restarts."
+            )
+        except (openai.APIConnectionError, httpx.TransportError, StreamInterrupted) as err:
             if drafts.response_id is None or reattached >= REATTACH_LIMIT:
                 raise
             reattached += 1
             drafts.discard_pending()
+            log.warning("stream interrupted: asking where the generation stands", error=str(err))
+            settled = await _settle(client, drafts, request, ledger, limits)
+            if settled is not None:
+                return settled
             starting_after = drafts.published_seq or 0
-            log.warning("stream cut: re-attaching", starting_after=starting_after)
             await asyncio.sleep(0.2 * reattached)
         except asyncio.CancelledError:
             if drafts.response_id is not None:  # the chat was cancelled: stop paying for it
                 await asyncio.shield(_cancel_at_provider(client, drafts.response_id))
+                await asyncio.shield(
+                    ledger.finish(drafts.response_id, "cancelled", usage=None, chars=drafts.chars)
+                )
             raise
 
 
@@ -160,7 +231,7 @@ async def _prepare(
 
 async def _created_stream(
     client: openai.AsyncOpenAI, request: GenerationRequest
-) -> AsyncIterator[ResponseStreamEvent]:
+) -> AsyncGenerator[ResponseStreamEvent, None]:
     stream = await client.responses.create(
         model=request.model,
         input=cast(
@@ -179,7 +250,7 @@ async def _created_stream(
 
 async def _resumed_stream(
     client: openai.AsyncOpenAI, response_id: str, starting_after: int
-) -> AsyncIterator[ResponseStreamEvent]:
+) -> AsyncGenerator[ResponseStreamEvent, None]:
     stream = await client.responses.retrieve(
         response_id, stream=True, starting_after=starting_after
     )
@@ -190,34 +261,135 @@ async def _resumed_stream(
 
 
 async def _consume(
-    events: AsyncIterator[ResponseStreamEvent],
+    events: AsyncGenerator[ResponseStreamEvent, None],
     drafts: DraftPublisher,
     request: GenerationRequest,
+    ledger: CallLedger,
+    limits: ProviderLimits,
 ) -> GeneratedText:
-    async for event in events:
-        if event.type == "response.created":
-            drafts.response_id = event.response.id
-            activity.heartbeat(heartbeat_details(drafts))
-            # Also record the id durably at once (an empty delta naming the generation),
-            # so a retry finds it even if the worker dies before the heartbeat is sent.
-            await drafts.add("", provider_seq=event.sequence_number)
-        elif event.type == "response.output_text.delta":
-            await drafts.add(event.delta, provider_seq=event.sequence_number)
-        elif event.type == "response.completed":
-            await drafts.flush()
-            response = event.response
-            usage = Usage()
-            if response.usage is not None:
-                usage = Usage(response.usage.input_tokens, response.usage.output_tokens)
-            return GeneratedText(
-                text=response.output_text,
-                usage=usage,
-                model=response.model or request.model,
-                finish_reason="stop",
-            )
-        elif event.type in ("response.failed", "response.incomplete"):
-            raise GenerationFailedAtProvider(f"the provider ended the generation: {event.type}")
-    raise StreamInterrupted("the stream ended before the generation completed")
+    """Follow the stream to the generation's end; raise StreamInterrupted if it stops first."""
+    queued_since: float | None = None
+    try:
+        while True:
+            timeout = limits.idle_timeout_s
+            if queued_since is not None:  # nothing comes while queued: wait for the bound
+                timeout = max(0.0, queued_since + limits.queued_timeout_s - time.time())
+            try:
+                event = await asyncio.wait_for(anext(events), timeout)
+            except StopAsyncIteration:
+                raise StreamInterrupted("the stream ended before the generation did") from None
+            except TimeoutError:
+                raise StreamInterrupted(f"no event from the provider for {timeout:.0f} s") from None
+            if event.type == "response.created":
+                drafts.response_id = event.response.id
+                await ledger.begin(event.response.id)
+                activity.heartbeat(heartbeat_details(drafts))
+                # Also record the id durably at once (an empty delta naming the generation),
+                # so a retry finds it even if the worker dies before the heartbeat is sent.
+                await drafts.add("", provider_seq=event.sequence_number)
+                if event.response.status == "queued":
+                    queued_since = float(event.response.created_at or time.time())
+            elif event.type == "response.queued":
+                queued_since = float(event.response.created_at or time.time())
+            elif event.type == "response.in_progress":
+                queued_since = None
+            elif event.type == "response.output_text.delta":
+                queued_since = None
+                await drafts.add(event.delta, provider_seq=event.sequence_number)
+            elif event.type in ("response.completed", "response.incomplete", "response.failed"):
+                ended = await _outcome(event.response, drafts, request, ledger)
+                if ended is not None:
+                    return ended
+            elif event.type == "error":
+                code = event.code or "error"
+                raise StreamInterrupted(
+                    f"the provider sent an error event: {event.message} ({code})"
+                )
+    finally:
+        await events.aclose()
+
+
+async def _outcome(
+    response: Response, drafts: DraftPublisher, request: GenerationRequest, ledger: CallLedger
+) -> GeneratedText | None:
+    """The answer a terminal response gives (None while it is still running), or the
+    exception its failure calls for. Its usage is recorded in the ledger either way."""
+    status = response.status
+    if status in ("queued", "in_progress", None):
+        return None
+    await drafts.flush()
+    usage = None
+    if response.usage is not None:
+        usage = Usage(response.usage.input_tokens, response.usage.output_tokens)
+    model = response.model or request.model
+    if status == "failed":
+        code = response.error.code if response.error is not None else "server_error"
+        message = response.error.message if response.error is not None else "no reason given"
+        await ledger.finish(
+            response.id,
+            "failed",
+            usage=usage,
+            chars=drafts.chars,
+            model=model,
+            error=f"{code}: {message}",
+        )
+        if code in TRANSIENT_RESPONSE_ERRORS:
+            raise FailedTransiently(code, message)
+        raise ProviderRefusal(f"The LLM provider could not answer: {message} ({code})")
+    if status == "cancelled":
+        await ledger.finish(response.id, "cancelled", usage=usage, chars=drafts.chars, model=model)
+        raise ProviderCancelled("The generation was cancelled at the provider, not by this chat.")
+    finish_reason = FinishReason.STOP.value
+    if status == "incomplete":
+        reason = response.incomplete_details.reason if response.incomplete_details else None
+        finish_reason = _INCOMPLETE_REASONS.get(reason or "", reason or FinishReason.LENGTH.value)
+    text = response.output_text
+    if usage is None:
+        usage = Usage(ledger.prompt_estimate, estimate_tokens(len(text)), estimated=True)
+    await ledger.finish(
+        response.id,
+        str(status),
+        usage=usage,
+        chars=len(text),
+        model=model,
+        finish_reason=finish_reason,
+    )
+    log.info("generation ended", status=status, finish_reason=finish_reason, chars=len(text))
+    return GeneratedText(
+        text=text,
+        usage=usage,
+        model=model,
+        finish_reason=finish_reason,
+        mode=GenerationMode.RESUME.value,
+    )
+
+
+async def _settle(
+    client: openai.AsyncOpenAI,
+    drafts: DraftPublisher,
+    request: GenerationRequest,
+    ledger: CallLedger,
+    limits: ProviderLimits,
+) -> GeneratedText | None:
+    """After a broken stream: the answer if the response has ended meanwhile, None if it
+    is still running (re-attach); QueuedTooLong if it never left the queue."""
+    assert drafts.response_id is not None
+    try:
+        response = await client.responses.retrieve(drafts.response_id)
+    except (openai.APIConnectionError, openai.InternalServerError, httpx.TransportError):
+        return None  # cannot tell now: re-attaching will
+    if response.status == "queued":
+        waited = time.time() - float(response.created_at)
+        if waited < limits.queued_timeout_s:
+            return None
+        await _cancel_at_provider(client, response.id)
+        await ledger.finish(response.id, "cancelled", usage=Usage(), chars=0)
+        raise QueuedTooLong(
+            f"The LLM provider kept the generation queued for {waited:.0f} s without starting "
+            f"it (LLM_QUEUED_TIMEOUT_S={limits.queued_timeout_s:g}); it was cancelled, "
+            "nothing was generated."
+        )
+    return await _outcome(response, drafts, request, ledger)
 
 
 async def _cancel_at_provider(client: openai.AsyncOpenAI, response_id: str) -> None:

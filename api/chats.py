@@ -27,9 +27,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas import ChatStatus, ChunkOut, ChunkPage, StartChatBody, UsageOut
 from common import search_attributes
-from common.errors import ChatNotFoundError, DependencyUnavailableError, RateLimitedError
+from common.errors import (
+    ChatNotFoundError,
+    ChatNotRetryableError,
+    DependencyUnavailableError,
+    RateLimitedError,
+)
 from common.history import recent_turns
-from common.models import ChatRequest, Progress, Stage, Turn
+from common.models import ChatRequest, FinishReason, Progress, Stage, Turn
 from common.settings import Settings
 from storage import ChatStore, GenerationRow, LimitsStore
 from workflows import policies
@@ -40,6 +45,9 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0d8a1e-6f0e-4c55-9a43-3c1f1c2f7d10")
+
+# Failures a new attempt would only repeat: the prompt or the request itself was refused.
+_FINAL_ERROR_TYPES = {"InvalidPromptError", "ProviderRejectedError"}
 
 _STATUS_NAMES = {
     WorkflowExecutionStatus.RUNNING: "running",
@@ -109,9 +117,55 @@ async def start_chat(
         max_prompt_chars=settings.max_prompt_chars,
         use_cache=settings.cache_enabled and body.cache,
         cache_ttl_s=settings.cache_ttl_s,
-        generation_mode=settings.effective_generation_mode,
+        generation_mode=settings.requested_generation_mode,
     )
     keyed = body.idempotency_key is not None
+    await _start_workflow(client, settings, request, workflow_id, keyed)
+    log.info("chat started", workflow_id=workflow_id, model=model, history_turns=len(history) // 2)
+    return workflow_id
+
+
+async def retry_chat(client: Client, store: ChatStore, settings: Settings, workflow_id: str) -> str:
+    """Ask a failed chat again: a new chat with the same request (the same answer cache
+    key, so an answer that meanwhile exists is reused). Returns the new chat's id, the
+    same one for every retry of this chat: a double click starts one."""
+    row = await db_call(store.get_generation(workflow_id))
+    if row is None or row.stage is not Stage.FAILED:
+        stage = "running" if row is None else row.stage.value
+        raise ChatNotRetryableError(f"Only a failed chat can be retried; this one is {stage}.")
+    if row.error_type in _FINAL_ERROR_TYPES:
+        raise ChatNotRetryableError(
+            f"This chat failed because {row.error or 'the request was refused'}; asking again "
+            "would fail the same way. Change the prompt or the settings instead."
+        )
+    request = await _original_request(client, workflow_id)
+    request.retry_of = workflow_id
+    request.generation_mode = settings.requested_generation_mode
+    retry_id = f"chat-{uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f'retry:{workflow_id}')}"
+    await _start_workflow(client, settings, request, retry_id, keyed=True)
+    log.info("failed chat retried", workflow_id=retry_id, retry_of=workflow_id)
+    return retry_id
+
+
+async def _original_request(client: Client, workflow_id: str) -> ChatRequest:
+    """The input the chat was started with, from the first event of its history."""
+    try:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ChatNotFoundError(workflow_id) from err
+        raise _temporal_error(err) from err
+    started = history.events[0].workflow_execution_started_event_attributes
+    decoded = await client.data_converter.decode(started.input.payloads, [ChatRequest])
+    request = decoded[0]
+    assert isinstance(request, ChatRequest)
+    return request
+
+
+async def _start_workflow(
+    client: Client, settings: Settings, request: ChatRequest, workflow_id: str, keyed: bool
+) -> None:
+    """Start the chat's workflow; with `keyed`, an existing one of that id is kept."""
     try:
         await client.start_workflow(
             ChatStreamingWorkflow.run,
@@ -126,14 +180,18 @@ async def start_chat(
                 if keyed
                 else WorkflowIDReusePolicy.ALLOW_DUPLICATE
             ),
-            static_summary=summary_for(body.prompt, model),
+            static_summary=summary_for(request.prompt, request.model),
             search_attributes=TypedSearchAttributes(
                 [
-                    SearchAttributePair(search_attributes.USER, user_id),
+                    SearchAttributePair(search_attributes.USER, request.user_id),
                     SearchAttributePair(search_attributes.STAGE, Stage.QUEUED.value),
                     *(
-                        [SearchAttributePair(search_attributes.CONVERSATION, body.conversation_id)]
-                        if body.conversation_id
+                        [
+                            SearchAttributePair(
+                                search_attributes.CONVERSATION, request.conversation_id
+                            )
+                        ]
+                        if request.conversation_id
                         else []
                     ),
                 ]
@@ -146,8 +204,6 @@ async def start_chat(
         log.info("idempotent start: chat already exists", workflow_id=workflow_id)
     except RPCError as err:
         raise _temporal_error(err) from err
-    log.info("chat started", workflow_id=workflow_id, model=model, history_turns=len(history) // 2)
-    return workflow_id
 
 
 async def chat_status(
@@ -285,6 +341,19 @@ def _status_from_row(
         if row.completion_tokens is not None
         else None
     )
+    billed = (
+        UsageOut(
+            prompt_tokens=row.billed_prompt_tokens,
+            completion_tokens=row.billed_completion_tokens,
+            estimated=row.billed_estimated,
+        )
+        if row.llm_calls
+        else None
+    )
+    priced = row.unpriced_calls == 0
+    cost_usd = row.billed_cost_usd if priced else None
+    if cost_usd is None and priced and not row.llm_calls and row.stage.is_final:
+        cost_usd = 0.0  # no LLM call was made (a cache hit, an invalid prompt)
     status = row.status
     if temporal_status in ("terminated", "timed_out") and not row.stage.is_final:
         status = temporal_status
@@ -306,11 +375,31 @@ def _status_from_row(
         cache_hit=row.cache_hit,
         cached_from=row.cached_from,
         generation_mode=row.generation_mode,
-        cost_usd=row.cost_usd,
+        finish_reason=row.finish_reason,
+        notice=_notice(row),
+        error_type=row.error_type,
+        retryable=row.stage is Stage.FAILED and row.error_type not in _FINAL_ERROR_TYPES,
+        retry_of=row.retry_of,
+        llm_calls=row.llm_calls,
+        billed_usage=billed,
+        priced=priced,
+        cost_usd=cost_usd,
         saved_usd=row.saved_usd,
         saved_ms=row.saved_ms,
         temporal_ui_url=temporal_ui_link(settings, row.workflow_id),
     )
+
+
+def _notice(row: GenerationRow) -> str | None:
+    """What a person should know about how the answer ended."""
+    if row.finish_reason == FinishReason.LENGTH:
+        tokens = f"{row.completion_tokens} tokens" if row.completion_tokens else "the token limit"
+        return f"Cut at {tokens}: the answer reached max_tokens before it ended."
+    if row.finish_reason == FinishReason.CONTENT_FILTER:
+        return (
+            "The provider's content filter stopped this answer; what it produced before is shown."
+        )
+    return None
 
 
 async def ensure_owner(client: Client, store: ChatStore, workflow_id: str, user_id: str) -> None:

@@ -9,6 +9,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from common.errors import (
     ChatNotFoundError,
+    ChatNotRetryableError,
     DependencyUnavailableError,
     InvalidPromptError,
     InvalidRequestError,
@@ -27,6 +28,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ChatNotFoundError)
     async def not_found(_: Request, exc: ChatNotFoundError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": f"No chat with id {exc}."})
+
+    @app.exception_handler(ChatNotRetryableError)
+    async def not_retryable(_: Request, exc: ChatNotRetryableError) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
 
     @app.exception_handler(InvalidRequestError)
     async def invalid_request(_: Request, exc: InvalidRequestError) -> JSONResponse:

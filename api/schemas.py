@@ -47,6 +47,9 @@ class StartChatResponse(BaseModel):
 class UsageOut(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    estimated: bool = Field(
+        default=False, description="Estimated from the text: the provider reported none."
+    )
 
 
 class ChatStatus(BaseModel):
@@ -75,7 +78,39 @@ class ChatStatus(BaseModel):
         "restart: it starts a new one (the viewer sees a reset).",
     )
     cached_from: str | None = Field(default=None, description="The chat a cache hit reused.")
-    cost_usd: float | None = Field(default=None, description="Estimated LLM cost of this chat.")
+    finish_reason: str | None = Field(
+        default=None,
+        description="How the answer ended: stop (the model finished), length (cut at "
+        "max_tokens), content_filter (stopped by the provider's filter).",
+    )
+    notice: str | None = Field(
+        default=None,
+        description="What a person should know about this answer, e.g. 'Cut at 512 tokens'.",
+    )
+    error_type: str | None = Field(
+        default=None,
+        description="For a failed chat, the kind of failure (e.g. ProviderOutageError).",
+    )
+    retryable: bool = Field(
+        default=False,
+        description="A failed chat that POST /api/workflows/{id}/retry can ask again "
+        "(the provider was unavailable or failed).",
+    )
+    retry_of: str | None = Field(default=None, description="The chat this one retried.")
+    llm_calls: int = Field(
+        default=0, description="Generations the provider ran for this chat (retries included)."
+    )
+    billed_usage: UsageOut | None = Field(
+        default=None,
+        description="Tokens billed over every LLM call of this chat (usage is the answer's).",
+    )
+    priced: bool = Field(
+        default=True, description="false: the model has no price, cost_usd is unknown."
+    )
+    cost_usd: float | None = Field(
+        default=None,
+        description="Estimated LLM cost of every call of this chat; null when unpriced.",
+    )
     saved_usd: float | None = Field(default=None, description="For a cache hit: cost avoided.")
     saved_ms: int | None = Field(
         default=None, description="For a cache hit: generation time avoided."
@@ -110,12 +145,27 @@ class Health(BaseModel):
 class Stats(BaseModel):
     """Totals over every chat in the database."""
 
-    generations: int
-    llm_calls: int = Field(description="Chats that called the LLM (cache hits did not).")
+    generations: int = Field(description="Chats (one ChatStreamingWorkflow each).")
+    llm_calls: int = Field(
+        description="Generations the provider ran, every attempt counted: a retry that "
+        "started over, a new generation after a provider failure (a re-attach to the same "
+        "background generation is the same call; cache hits make none)."
+    )
+    chats_with_llm_calls: int = Field(description="Chats that called the LLM at least once.")
     cache_hits: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
+    prompt_tokens: int = Field(description="Billed prompt tokens over every LLM call.")
+    completion_tokens: int = Field(description="Billed completion tokens over every LLM call.")
+    usage_estimated: bool = Field(
+        description="Some counts are estimates (a provider that reports no usage, a call "
+        "cut off by a dead worker)."
+    )
+    cost_usd: float | None = Field(
+        description="Estimated cost of the priced LLM calls; null when none is priced."
+    )
+    unpriced_llm_calls: int = Field(
+        description="LLM calls of models with no price in LLM_PRICES: their cost is "
+        "unknown, not zero."
+    )
     saved_usd: float = Field(description="Cost avoided by cache hits.")
     saved_ms: int = Field(description="Generation time avoided by cache hits.")
 

@@ -527,7 +527,7 @@ def settings_in_force() -> dict[str, Any]:
     )
     read("STATUS_QUERY_TIMEOUT_S", lambda: settings.status_query_timeout_s)
     read("CACHE_ENABLED", lambda: settings.cache_enabled)
-    read("GENERATION_MODE (effective)", lambda: settings.effective_generation_mode.value)
+    read("GENERATION_MODE (effective)", lambda: settings.requested_generation_mode.value)
     for name in ("AUTH_ENABLED", "RATE_LIMIT_PER_MINUTE", "MAX_CONCURRENT_CHATS"):
         if name in os.environ:  # the harness sets these for its stacks
             values[name] = os.environ[name]

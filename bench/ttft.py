@@ -54,10 +54,9 @@ CHAT_DEADLINE_S = 60.0  # a chat that has not ended by then fails the benchmark
 
 
 def worker_api() -> str:
-    """The API the workers call the LLM with (common.settings: the generation mode)."""
-    settings = Settings()
-    mode = getattr(settings, "effective_generation_mode", None)
-    return "responses" if mode is not None and mode.value == "resume" else "chat.completions"
+    """The API the workers call the simulator with: the Responses API unless
+    GENERATION_MODE=restart (in auto mode the workers' probe finds it can resume)."""
+    return "chat.completions" if Settings().generation_mode == "restart" else "responses"
 
 
 async def simulator_ttft(llm: openai.AsyncOpenAI, prompt: str, api: str) -> float:

@@ -6,6 +6,7 @@ Hierarchy::
     ├── InvalidRequestError          a malformed request the caller can fix (422)
     │   └── InvalidPromptError       the prompt cannot be answered; never retried
     ├── ChatNotFoundError            unknown workflow id (or not the caller's)
+    ├── ChatNotRetryableError        retry asked of a chat that did not fail, or cannot (409)
     ├── NotAuthenticatedError        no valid API key (401)
     ├── RateLimitedError             too many requests or chats for this user (429)
     └── DependencyUnavailableError   Temporal or PostgreSQL cannot be reached now
@@ -32,6 +33,10 @@ class InvalidPromptError(InvalidRequestError):
 
 class ChatNotFoundError(DurableChatError):
     """No chat with this workflow id is visible to the caller."""
+
+
+class ChatNotRetryableError(DurableChatError):
+    """A retry was asked of a chat that is not failed, or whose failure a retry repeats."""
 
 
 class NotAuthenticatedError(DurableChatError):

@@ -37,6 +37,21 @@ class GenerationMode(StrEnum):
 
     RESUME = "resume"
     RESTART = "restart"
+    AUTO = "auto"
+    """Chosen by each worker from what its endpoint can do (probed at worker start)."""
+
+
+class FinishReason(StrEnum):
+    """How the provider ended a generation that produced an answer (kept and shown).
+
+    STOP: the model finished. LENGTH: cut at `max_tokens` (OpenAI's Responses API says
+    `incomplete` / `max_output_tokens`). CONTENT_FILTER: the provider's filter stopped it;
+    what was produced is kept, with a notice.
+    """
+
+    STOP = "stop"
+    LENGTH = "length"
+    CONTENT_FILTER = "content_filter"
 
 
 @dataclass
@@ -53,6 +68,8 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    estimated: bool = False
+    """True when the provider reported no usage and the counts are estimated from text."""
 
     @property
     def total_tokens(self) -> int:
@@ -78,6 +95,8 @@ class ChatRequest:
     use_cache: bool = False
     cache_ttl_s: int = 3600
     generation_mode: GenerationMode = GenerationMode.RESTART
+    retry_of: str | None = None
+    """The failed chat this one retries (POST /api/workflows/{id}/retry)."""
 
 
 @dataclass
@@ -91,6 +110,7 @@ class ChatResult:
     model: str = ""
     provider: str = ""
     cache_hit: bool = False
+    finish_reason: str | None = None
 
 
 @dataclass
@@ -138,6 +158,9 @@ class GeneratedText:
     usage: Usage = field(default_factory=Usage)
     model: str = ""
     finish_reason: str | None = None
+    """A `FinishReason` value (None in histories recorded before it was kept)."""
+    mode: str | None = None
+    """The generation mode the worker used (`resume`/`restart`), once decided."""
 
 
 @dataclass
@@ -177,6 +200,9 @@ class GenerationUpdate:
     saved_ms: int | None = None
     saved_usd: float | None = None
     generation_mode: str | None = None
+    finish_reason: str | None = None
+    error_type: str | None = None
+    retry_of: str | None = None
 
 
 @dataclass
@@ -201,6 +227,7 @@ class CacheOutcome:
     saved_ms: int | None = None
     saved_usd: float | None = None
     generation_mode: str | None = None
+    finish_reason: str | None = None
 
 
 @dataclass
@@ -213,6 +240,7 @@ class AnswerToRemember:
     model: str
     usage: Usage
     generation_ms: int
+    finish_reason: str | None = None
 
 
 @dataclass

@@ -40,10 +40,21 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
     simulator_url: str = "http://127.0.0.1:8300/v1"
-    # auto: resume with the simulator and OpenAI itself (Responses API, background
-    # mode); restart with other OpenAI-compatible servers (Ollama, vLLM), which cannot.
+    # auto: each worker probes its endpoint at start (a background response, then a
+    # retrieve by id) and uses resume where that works, restart where it does not
+    # (llama.cpp, Ollama, vLLM without a response store). resume: required; a worker
+    # whose endpoint cannot resume refuses to start. restart: always chat completions.
     generation_mode: Literal["auto", "resume", "restart"] = "auto"
-    llm_request_timeout_s: float = 120.0
+    llm_request_timeout_s: float = Field(default=120.0, gt=0)
+    # No event from the provider for this long while a generation streams: the attempt
+    # is treated as a broken stream (re-attached in resume mode, retried in restart mode).
+    llm_stream_idle_timeout_s: float = Field(default=30.0, gt=0)
+    # A background response still `queued` after this long is cancelled at the provider
+    # and the chat fails with a clear message (nothing was generated, nothing billed).
+    llm_queued_timeout_s: float = Field(default=120.0, gt=0)
+    # How long provider trouble (5xx, 429, refused connections, idle streams) is retried
+    # before the chat fails as "provider unavailable" (the user can retry it in one click).
+    llm_outage_tolerance_s: float = Field(default=300.0, ge=0)
 
     # Answer cache and cost accounting
     cache_enabled: bool = True
@@ -104,13 +115,14 @@ class Settings(BaseSettings):
         return "openai-compatible" if self.openai_base_url else "openai"
 
     @property
-    def effective_generation_mode(self) -> GenerationMode:
-        if self.generation_mode == "resume":
-            return GenerationMode.RESUME
-        if self.generation_mode == "restart":
-            return GenerationMode.RESTART
-        resumable = self.uses_simulator or self.openai_base_url is None
-        return GenerationMode.RESUME if resumable else GenerationMode.RESTART
+    def requested_generation_mode(self) -> GenerationMode:
+        """What the gateway asks of a chat; `auto` is settled by the worker's probe."""
+        return GenerationMode(self.generation_mode)
+
+    @property
+    def llm_base_url(self) -> str | None:
+        """The endpoint the workers call (None: OpenAI's own)."""
+        return self.simulator_url if self.uses_simulator else self.openai_base_url
 
     @property
     def effective_model(self) -> str:

@@ -7,6 +7,7 @@ formats a query.
 from storage.answer_cache import AnswerCacheStore, CachedAnswer, ClaimResult, Totals
 from storage.chats import EVENTS_CHANNEL, ChatEvent, ChatStore, ChunkRow, GenerationRow
 from storage.limits import LimitsStore
+from storage.llm_calls import LlmCallStore, OpenCall
 from storage.migrate import apply_migrations
 from storage.pool import create_pool, ensure_database
 
@@ -20,6 +21,8 @@ __all__ = [
     "ClaimResult",
     "GenerationRow",
     "LimitsStore",
+    "LlmCallStore",
+    "OpenCall",
     "Totals",
     "apply_migrations",
     "create_pool",

@@ -32,16 +32,20 @@ class CachedAnswer:
     completion_tokens: int
     generation_ms: int | None
     cost_usd: float | None
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True)
 class Totals:
     generations: int
     llm_calls: int
+    chats_with_llm_calls: int
     cache_hits: int
     prompt_tokens: int
     completion_tokens: int
-    cost_usd: float
+    usage_estimated: bool
+    cost_usd: float | None
+    unpriced_llm_calls: int
     saved_usd: float
     saved_ms: int
 
@@ -131,6 +135,7 @@ class AnswerCacheStore:
         completion_tokens: int,
         generation_ms: int,
         cost_usd: float | None,
+        finish_reason: str | None = None,
     ) -> bool:
         """Store the answer `workflow_id` checkpointed (read from its chunks) under the key.
 
@@ -140,16 +145,18 @@ class AnswerCacheStore:
         stored = await self._pool.fetchval(
             """
             INSERT INTO answer_cache AS a (cache_key, state, owner_workflow_id, text, model,
-                prompt_tokens, completion_tokens, generation_ms, cost_usd, ready_at, expires_at)
+                prompt_tokens, completion_tokens, generation_ms, cost_usd, ready_at, expires_at,
+                finish_reason)
             SELECT $1, 'ready', $2, string_agg(c.text, '' ORDER BY c.idx), $4, $5, $6, $7, $8,
-                   now(), now() + make_interval(secs => $3)
+                   now(), now() + make_interval(secs => $3), $9
             FROM chunks c WHERE c.workflow_id = $2
             ON CONFLICT (cache_key) DO UPDATE SET
                 state = 'ready', text = EXCLUDED.text, model = EXCLUDED.model,
                 prompt_tokens = EXCLUDED.prompt_tokens,
                 completion_tokens = EXCLUDED.completion_tokens,
                 generation_ms = EXCLUDED.generation_ms, cost_usd = EXCLUDED.cost_usd,
-                ready_at = EXCLUDED.ready_at, expires_at = EXCLUDED.expires_at
+                ready_at = EXCLUDED.ready_at, expires_at = EXCLUDED.expires_at,
+                finish_reason = EXCLUDED.finish_reason
             WHERE a.owner_workflow_id = $2
             RETURNING true
             """,
@@ -161,6 +168,7 @@ class AnswerCacheStore:
             completion_tokens,
             generation_ms,
             cost_usd,
+            finish_reason,
         )
         return bool(stored)
 
@@ -176,19 +184,28 @@ class AnswerCacheStore:
         )
 
     async def totals(self) -> Totals:
+        """Chats, cache hits and savings from `generations`; every generation the provider
+        ran, billed tokens and cost from `llm_calls` (retries and failed attempts too)."""
         row = await self._pool.fetchrow(
             """
-            SELECT count(*) AS generations,
-                   count(*) FILTER (WHERE NOT cache_hit AND completion_tokens IS NOT NULL)
-                       AS llm_calls,
-                   count(*) FILTER (WHERE cache_hit) AS cache_hits,
-                   coalesce(sum(prompt_tokens) FILTER (WHERE NOT cache_hit), 0) AS prompt_tokens,
-                   coalesce(sum(completion_tokens) FILTER (WHERE NOT cache_hit), 0)
-                       AS completion_tokens,
-                   coalesce(sum(cost_usd), 0) AS cost_usd,
-                   coalesce(sum(saved_usd), 0) AS saved_usd,
-                   coalesce(sum(saved_ms), 0) AS saved_ms
-            FROM generations
+            WITH chats AS (
+                SELECT count(*) AS generations,
+                       count(*) FILTER (WHERE cache_hit) AS cache_hits,
+                       coalesce(sum(saved_usd), 0) AS saved_usd,
+                       coalesce(sum(saved_ms), 0) AS saved_ms
+                FROM generations
+            ), calls AS (
+                SELECT count(*) AS llm_calls,
+                       count(DISTINCT workflow_id) AS chats_with_llm_calls,
+                       coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
+                       coalesce(sum(completion_tokens), 0) AS completion_tokens,
+                       coalesce(bool_or(usage_estimated), false) AS usage_estimated,
+                       sum(cost_usd) AS cost_usd,
+                       count(*) FILTER (WHERE cost_usd IS NULL AND status <> 'running')
+                           AS unpriced_llm_calls
+                FROM llm_calls
+            )
+            SELECT * FROM chats, calls
             """
         )
         assert row is not None
@@ -208,4 +225,5 @@ def _cached(row: asyncpg.Record) -> CachedAnswer:
         completion_tokens=row["completion_tokens"] or 0,
         generation_ms=row["generation_ms"],
         cost_usd=_number(row["cost_usd"]),
+        finish_reason=row["finish_reason"],
     )

@@ -46,6 +46,15 @@ class GenerationRow:
     saved_usd: float | None = None
     saved_ms: int | None = None
     generation_mode: str | None = None
+    finish_reason: str | None = None
+    error_type: str | None = None
+    retry_of: str | None = None
+    llm_calls: int = 0
+    billed_prompt_tokens: int = 0
+    billed_completion_tokens: int = 0
+    billed_estimated: bool = False
+    billed_cost_usd: float | None = None
+    unpriced_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,10 +75,11 @@ _UPSERT_GENERATION = """
     INSERT INTO generations AS g (
         workflow_id, stage, conversation_id, user_id, prompt, model, provider,
         total_chunks, prompt_tokens, completion_tokens, error, completed_at,
-        cache_key, cache_hit, cached_from, saved_ms, saved_usd, cost_usd, generation_mode)
+        cache_key, cache_hit, cached_from, saved_ms, saved_usd, cost_usd, generation_mode,
+        finish_reason, error_type, retry_of)
     VALUES ($1, $2, $3, COALESCE($4, 'anonymous'), COALESCE($5, ''), $6, $7,
             $8, $9, $10, $11, CASE WHEN $2 = ANY($12::text[]) THEN now() END,
-            $13, COALESCE($14, false), $15, $16, $17, $18, $19)
+            $13, COALESCE($14, false), $15, $16, $17, $18, $19, $20, $21, $22)
     ON CONFLICT (workflow_id) DO UPDATE SET
         stage             = CASE WHEN g.stage = ANY($12::text[]) THEN g.stage
                                  ELSE EXCLUDED.stage END,
@@ -90,7 +100,10 @@ _UPSERT_GENERATION = """
         saved_ms          = COALESCE($16, g.saved_ms),
         saved_usd         = COALESCE($17, g.saved_usd),
         cost_usd          = COALESCE($18, g.cost_usd),
-        generation_mode   = COALESCE($19, g.generation_mode)
+        generation_mode   = COALESCE($19, g.generation_mode),
+        finish_reason     = COALESCE($20, g.finish_reason),
+        error_type        = COALESCE($21, g.error_type),
+        retry_of          = COALESCE($22, g.retry_of)
 """
 
 
@@ -115,6 +128,9 @@ def _upsert_args(update: GenerationUpdate, cost_usd: float | None) -> tuple[obje
         update.saved_usd,
         cost_usd,
         update.generation_mode,
+        update.finish_reason,
+        update.error_type,
+        update.retry_of,
     )
 
 
@@ -194,6 +210,12 @@ class ChatStore:
                     conn, update.workflow_id, update.stage.value, {"error": update.error}
                 )
 
+    async def set_generation_mode(self, workflow_id: str, mode: str) -> None:
+        """Record the mode a worker chose for an `auto` chat (what a retry will do)."""
+        await self._pool.execute(
+            "UPDATE generations SET generation_mode = $2 WHERE workflow_id = $1", workflow_id, mode
+        )
+
     async def insert_chunk(
         self, workflow_id: str, index: int, text: str, worker: str, attempt: int, total: int
     ) -> bool:
@@ -263,8 +285,19 @@ class ChatStore:
         row = await self._pool.fetchrow(
             """
             SELECT g.*, (SELECT count(*) FROM chunks c WHERE c.workflow_id = g.workflow_id)
-                        AS chunks_saved
-            FROM generations g WHERE g.workflow_id = $1
+                        AS chunks_saved,
+                   b.*
+            FROM generations g,
+                 LATERAL (SELECT count(*) AS llm_calls,
+                                 coalesce(sum(l.prompt_tokens), 0) AS billed_prompt_tokens,
+                                 coalesce(sum(l.completion_tokens), 0)
+                                     AS billed_completion_tokens,
+                                 coalesce(bool_or(l.usage_estimated), false) AS billed_estimated,
+                                 sum(l.cost_usd) AS billed_cost_usd,
+                                 count(*) FILTER (WHERE l.cost_usd IS NULL
+                                                  AND l.status <> 'running') AS unpriced_calls
+                          FROM llm_calls l WHERE l.workflow_id = g.workflow_id) b
+            WHERE g.workflow_id = $1
             """,
             workflow_id,
         )
@@ -272,7 +305,7 @@ class ChatStore:
             return None
         values = dict(row)
         values["stage"] = Stage(values["stage"])
-        for money in ("cost_usd", "saved_usd"):
+        for money in ("cost_usd", "saved_usd", "billed_cost_usd"):
             if values.get(money) is not None:
                 values[money] = float(values[money])
         return GenerationRow(**values)

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         ChatRequest,
         ChatResult,
         ChunkToSave,
+        FinishReason,
         GenerationRequest,
         GenerationUpdate,
         Progress,
@@ -47,6 +48,10 @@ with workflow.unsafe.imports_passed_through():
 PATCH_ANSWER_CACHE = "answer-cache-1"
 PATCH_SEARCH_ATTRIBUTES = "search-attributes-1"
 PATCH_VALIDATE_WHILE_RECORDING = "validate-while-recording-1"
+# An answer stopped by the provider's content filter is not cached (the next identical
+# request asks again), and a generation cancelled at the provider ends the chat as
+# cancelled rather than failed.
+PATCH_PROVIDER_ENDS = "provider-ends-1"
 
 # Activities whose results a resuming worker takes from the history, by stage.
 _DONE_BEFORE: dict[Stage, tuple[str, ...]] = {
@@ -138,9 +143,18 @@ class ChatStreamingWorkflow:
                     total_chunks=len(chunks),
                     prompt_tokens=generated.usage.prompt_tokens,
                     completion_tokens=generated.usage.completion_tokens,
+                    finish_reason=generated.finish_reason,
+                    generation_mode=generated.mode,
                 ),
             )
             await self._save_chunks(workflow_id, chunks, request.checkpoint_window)
+            if (
+                cache_key is not None
+                and generated.finish_reason == FinishReason.CONTENT_FILTER
+                and workflow.patched(PATCH_PROVIDER_ENDS)
+            ):
+                await self._release_cache_claim()
+                cache_key = None
             if cache_key is not None:
                 await workflow.execute_activity_method(
                     CacheActivities.remember_answer,
@@ -151,6 +165,7 @@ class ChatStreamingWorkflow:
                         model=generated.model or request.model,
                         usage=generated.usage,
                         generation_ms=generation_ms,
+                        finish_reason=generated.finish_reason,
                     ),
                     start_to_close_timeout=policies.CACHE_WRITE_TIMEOUT,
                     retry_policy=policies.CACHE_RETRY,
@@ -166,6 +181,7 @@ class ChatStreamingWorkflow:
                 usage=generated.usage,
                 model=generated.model or request.model,
                 provider=request.provider,
+                finish_reason=generated.finish_reason,
             )
         except asyncio.CancelledError:
             await self._finish(workflow_id, Stage.CANCELLED, "The chat was cancelled.")
@@ -175,7 +191,10 @@ class ChatStreamingWorkflow:
                 await self._finish(workflow_id, Stage.CANCELLED, "The chat was cancelled.")
                 raise
             message, error_type = _describe(err)
-            await self._finish(workflow_id, Stage.FAILED, message)
+            stage = Stage.FAILED
+            if error_type == "ProviderCancelledError" and workflow.patched(PATCH_PROVIDER_ENDS):
+                stage = Stage.CANCELLED
+            await self._finish(workflow_id, stage, message, error_type)
             raise ApplicationError(message, type=error_type, non_retryable=True) from err
 
     async def _reuse_or_claim(
@@ -213,6 +232,7 @@ class ChatStreamingWorkflow:
                 cached_from=outcome.cached_from,
                 saved_ms=outcome.saved_ms,
                 saved_usd=outcome.saved_usd,
+                finish_reason=outcome.finish_reason,
             ),
         )
         return ChatResult(
@@ -223,6 +243,7 @@ class ChatStreamingWorkflow:
             model=outcome.model or request.model,
             provider=request.provider,
             cache_hit=True,
+            finish_reason=outcome.finish_reason,
         )
 
     async def _save_chunks(self, workflow_id: str, chunks: list[str], window_size: int) -> None:
@@ -261,20 +282,29 @@ class ChatStreamingWorkflow:
         self._log_resume_once(stage.value)
         await self._record(update)
 
-    async def _finish(self, workflow_id: str, stage: Stage, message: str) -> None:
+    async def _finish(
+        self, workflow_id: str, stage: Stage, message: str, error_type: str | None = None
+    ) -> None:
         self._progress.stage = stage
         self._publish_stage(stage)
         self._progress.error = message
-        if self._cache_claim is not None:  # let an identical chat waiting on us generate
-            await workflow.execute_activity_method(
-                CacheActivities.release_answer_claim,
-                self._cache_claim,
-                start_to_close_timeout=policies.CACHE_WRITE_TIMEOUT,
-                retry_policy=policies.CACHE_RETRY,
-                summary="release_answer_claim (answer cache)",
-            )
-            self._cache_claim = None
-        await self._record(GenerationUpdate(workflow_id, stage, error=message))
+        await self._release_cache_claim()
+        await self._record(
+            GenerationUpdate(workflow_id, stage, error=message, error_type=error_type)
+        )
+
+    async def _release_cache_claim(self) -> None:
+        """Let an identical chat waiting on this one generate its own answer."""
+        if self._cache_claim is None:
+            return
+        await workflow.execute_activity_method(
+            CacheActivities.release_answer_claim,
+            self._cache_claim,
+            start_to_close_timeout=policies.CACHE_WRITE_TIMEOUT,
+            retry_policy=policies.CACHE_RETRY,
+            summary="release_answer_claim (answer cache)",
+        )
+        self._cache_claim = None
 
     async def _record(self, update: GenerationUpdate) -> None:
         await workflow.execute_activity_method(
@@ -343,6 +373,7 @@ def _first_record(workflow_id: str, request: ChatRequest) -> GenerationUpdate:
         model=request.model,
         provider=request.provider,
         generation_mode=request.generation_mode.value,
+        retry_of=request.retry_of,
     )
 
 

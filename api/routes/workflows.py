@@ -100,3 +100,29 @@ async def cancel(
     return CancelResponse(
         workflow_id=workflow_id, status=await chats.cancel_chat(client, workflow_id)
     )
+
+
+@router.post(
+    "/{workflow_id}/retry",
+    status_code=202,
+    response_model=StartChatResponse,
+    responses={409: {"model": ErrorBody, "description": "Not failed, or a retry would fail."}},
+)
+async def retry(
+    workflow_id: WorkflowId,
+    user: CurrentUser,
+    client: TemporalDep,
+    store: StoreDep,
+    limits: LimitsDep,
+    settings: SettingsDep,
+) -> StartChatResponse:
+    """Ask a failed chat again (after a provider outage, say): a new chat with the same
+    request, started once however often this is called. Follow it like any chat."""
+    await chats.ensure_owner(client, store, workflow_id, user)
+    await chats.check_limits(limits, settings, user)
+    retry_id = await chats.retry_chat(client, store, settings, workflow_id)
+    return StartChatResponse(
+        workflow_id=retry_id,
+        status="running",
+        temporal_ui_url=chats.temporal_ui_link(settings, retry_id),
+    )
