@@ -16,13 +16,21 @@ from devstack.harness import LocalStack, auth_headers
 
 # Fast simulator for the suite: 20 ms to the first token, 1000 tokens per second.
 SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "1000"}
+# Provider bounds short enough for tests (the defaults are minutes): an outage fails a
+# chat after 8 s of retries, a stream quiet for 5 s is broken, a response queued for 3 s
+# is given up.
+APP_ENV = {
+    "LLM_OUTAGE_TOLERANCE_S": "8",
+    "LLM_STREAM_IDLE_TIMEOUT_S": "5",
+    "LLM_QUEUED_TIMEOUT_S": "3",
+}
 FLEET_SIZE = 2
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     workdir = Path(tmp_path_factory.mktemp("stack"))
-    local = LocalStack(workdir=workdir, simulator_env=SIMULATOR_ENV)
+    local = LocalStack(workdir=workdir, simulator_env=SIMULATOR_ENV, app_env=APP_ENV)
     try:
         local.start(workers=FLEET_SIZE)
         yield local

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from devstack.harness import ROOT, free_port
-from llm_simulator.text import simulated_tokens
+from llm_simulator.text import SimulatedReply, simulated_reply
 
 T = TypeVar("T")
 
@@ -37,8 +37,29 @@ def expected_answer(
     history: list[dict[str, str]] | None = None,
 ) -> str:
     """The simulator's answer for this request, computed without asking it."""
+    return "".join(expected_reply(prompt, max_tokens, temperature, model, history).tokens)
+
+
+def expected_reply(
+    prompt: str,
+    max_tokens: int,
+    temperature: float = 0.7,
+    model: str = "simulator",
+    history: list[dict[str, str]] | None = None,
+) -> SimulatedReply:
+    """The simulator's reply for this request (tokens, finish reason, natural length)."""
     messages = [*(history or []), {"role": "user", "content": prompt}]
-    return "".join(simulated_tokens(messages, model, max_tokens, temperature))
+    return simulated_reply(messages, model, max_tokens, temperature)
+
+
+def prompt_ending(finish_reason: str, max_tokens: int, text: str = "Tell me about it") -> str:
+    """A unique prompt whose simulated answer (gateway defaults) ends with `finish_reason`
+    ("stop": shorter than `max_tokens`; "length": cut at it)."""
+    for _ in range(10_000):
+        prompt = unique_prompt(text)
+        if expected_reply(prompt, max_tokens).finish_reason == finish_reason:
+            return prompt
+    raise AssertionError(f"no prompt found that ends with {finish_reason} at {max_tokens}")
 
 
 async def wait_for(
@@ -96,7 +117,7 @@ async def generations_for(simulator: httpx.AsyncClient, prompt: str) -> dict[str
 HISTORIES_DIR = Path(__file__).parent / "histories"
 # Histories recorded now are named `<version>-<scenario>.json`; older versions' files
 # stay (see docs/upgrades.md). Bump it when a release changes the workflow's commands.
-HISTORY_VERSION = "v3"
+HISTORY_VERSION = "v4"
 
 
 async def keep_history(handle: Any, scenario: str) -> None:
@@ -171,7 +192,9 @@ def checkpointed_text(events: list[dict[str, Any]]) -> str:
     return "".join(chunks[i] for i in range(len(chunks)))
 
 
-async def start_chat_directly(temporal: Any, request: Any, user: str = "tester") -> Any:
+async def start_chat_directly(
+    temporal: Any, request: Any, user: str = "tester", task_queue: str = "chat-queue"
+) -> Any:
     """Start a ChatStreamingWorkflow through Temporal, bypassing the gateway, as the
     gateway would for `user` (owner, search attributes, task timeout), so the gateway
     serves it to that user. For tests that need ChatRequest fields the API does not
@@ -187,7 +210,7 @@ async def start_chat_directly(temporal: Any, request: Any, user: str = "tester")
         ChatStreamingWorkflow.run,
         request,
         id=f"chat-test-{uuid.uuid4()}",
-        task_queue="chat-queue",
+        task_queue=task_queue,
         task_timeout=policies.WORKFLOW_TASK_TIMEOUT,
         search_attributes=TypedSearchAttributes(
             [SearchAttributePair(search_attributes.USER, user)]

@@ -13,6 +13,7 @@ from tests.helpers import (
     checkpointed_text,
     expected_answer,
     generations_for,
+    prompt_ending,
     read_all_chunks,
     read_sse,
     start_chat,
@@ -129,7 +130,7 @@ async def test_identical_requests_arriving_together_make_one_llm_call(gateway, s
 
 async def test_stats_add_up(gateway) -> None:
     before = (await gateway.get("/api/stats")).json()
-    prompt = unique_prompt()
+    prompt = prompt_ending("length", 100)
     miss = await _chat(gateway, prompt=prompt, max_tokens=100)
     hit = await _chat(gateway, prompt=prompt, max_tokens=100)
     after = (await gateway.get("/api/stats")).json()

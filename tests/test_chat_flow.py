@@ -12,7 +12,9 @@ from common.models import ChatRequest
 from tests.helpers import (
     chunk_rows,
     expected_answer,
+    expected_reply,
     generations_for,
+    prompt_ending,
     read_all_chunks,
     unique_prompt,
     wait_status,
@@ -21,7 +23,7 @@ from workflows.chat import ChatStreamingWorkflow
 
 
 async def test_full_flow_start_to_completed(gateway, simulator, db) -> None:
-    prompt = unique_prompt("Write an essay about durable execution")
+    prompt = prompt_ending("stop", 200, "Write an essay about durable execution")
     response = await gateway.post(
         "/api/workflows/start", json={"prompt": prompt, "max_tokens": 200}
     )
@@ -33,7 +35,10 @@ async def test_full_flow_start_to_completed(gateway, simulator, db) -> None:
     assert status["stage"] == "completed"
     assert status["progress"] == 100
     assert status["chunks_saved"] == status["total_chunks"] > 1
-    assert status["usage"]["completion_tokens"] == 200
+    reply = expected_reply(prompt, 200)
+    assert status["usage"]["completion_tokens"] == reply.natural_tokens < 200
+    assert status["finish_reason"] == "stop" and status["notice"] is None
+    assert status["llm_calls"] == 1 and status["billed_usage"] == status["usage"]
 
     chunks = await read_all_chunks(gateway, workflow_id)
     assert [c["id"] for c in chunks] == list(range(status["total_chunks"]))
