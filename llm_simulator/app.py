@@ -22,15 +22,17 @@ from llm_simulator.delivery import (
     ResponseJSONResponse,
 )
 from llm_simulator.engine import Generation, GenerationEngine, GenerationRequest
-from llm_simulator.faults import FaultInjector
-from llm_simulator.protocol import ApiError, parse_chat_request, validate_model
-from llm_simulator.responses import (
-    ResponseRecord,
-    ResponseStore,
-    last_user_prompt,
-    parse_response_request,
+from llm_simulator.faults import FaultEffects, FaultInjector
+from llm_simulator.protocol import (
+    ApiError,
+    check_context_window,
+    parse_chat_request,
+    prompt_token_count,
+    validate_model,
 )
-from llm_simulator.settings import FaultKind, SimulatorSettings
+from llm_simulator.response_log import ResponseRecord
+from llm_simulator.responses import ResponseStore, last_user_prompt, parse_response_request
+from llm_simulator.settings import FaultErrorCode, FaultKind, SimulatorSettings
 from llm_simulator.stats import REQUEST_LOG_CAPACITY, GenerationStats, RequestLog
 
 logger = structlog.get_logger(__name__)
@@ -57,10 +59,30 @@ class _ArmFaultBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    fault: Literal["none", "http_429", "http_500", "disconnect"]
+    fault: Literal[
+        "none",
+        "http_429",
+        "http_500",
+        "disconnect",
+        "response_failed",
+        "content_filter",
+        "stuck_queued",
+        "stall",
+        "error_event",
+    ]
     count: int = Field(default=1, ge=0)
     after_tokens: int | None = Field(default=None, ge=0)
     retry_after_s: int | None = Field(default=None, ge=0)
+    code: FaultErrorCode | None = None
+    stall_s: float | None = Field(default=None, ge=0)
+
+
+class _PaceBody(BaseModel):
+    """Body of ``POST /sim/pace``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokens_per_second: float = Field(gt=0)
 
 
 def _temperature(requested: float | None) -> float:
@@ -83,11 +105,13 @@ def _max_tokens(settings: SimulatorSettings, requested: int | None, param: str) 
     return max_tokens
 
 
-def _take_fault(faults: FaultInjector) -> int | None:
+def _take_fault(
+    faults: FaultInjector, *, responses_stream: bool, connection_bound: bool
+) -> tuple[FaultKind | None, FaultEffects]:
     """Apply the fault armed for this generation request, if any.
 
-    Raises the simulated 429/500 (no generation is started); returns the number of tokens
-    after which the connection must be cut for a ``disconnect`` fault, else ``None``.
+    Raises the simulated 429/500 (no generation is started); otherwise returns the kind of the
+    fault taken (``None`` if none) and its effects on the generation and its connection.
     """
     fault = faults.take()
     if fault is not None and fault.kind is FaultKind.HTTP_429:
@@ -108,7 +132,11 @@ def _take_fault(faults: FaultInjector) -> int | None:
             error_type="server_error",
             code="internal_error",
         )
-    return fault.after_tokens if fault is not None and fault.kind is FaultKind.DISCONNECT else None
+    if fault is None:
+        return None, FaultEffects()
+    logger.info("sim.fault", fault=fault.kind.value, after_tokens=fault.after_tokens)
+    effects = fault.effects(responses_stream=responses_stream, connection_bound=connection_bound)
+    return fault.kind, effects
 
 
 def _start_generation(
@@ -117,15 +145,16 @@ def _start_generation(
     request: GenerationRequest,
     *,
     stream: bool,
+    connection_bound: bool,
     complete_on_finish: bool = False,
     **logged: Any,
-) -> tuple[Generation, int | None, dict[str, Any]]:
+) -> tuple[Generation, FaultEffects, dict[str, Any]]:
     """Record a generation request, apply the armed fault, then start the generation.
 
-    Every request is recorded, even one a fault refuses (the simulated 429/500 is raised
-    before any generation starts). Returns the generation, the number of tokens after which a
-    ``disconnect`` fault cuts the connection (else ``None``), and the request log entry (to
-    complete later); ``logged`` is added to the entry as it is.
+    Every valid request is recorded, even one a fault refuses (the simulated 429/500 is raised
+    before any generation starts). Returns the generation, the fault's effects (whose
+    ``connection`` the delivery applies), and the request log entry (to complete later);
+    ``logged`` is added to the entry as it is.
     """
     entry = state.requests.record(
         api=api,
@@ -136,9 +165,16 @@ def _start_generation(
         stream=stream,
         **logged,
     )
-    cut_after = _take_fault(state.faults)
-    generation = state.engine.start(request, complete_on_finish=complete_on_finish)
-    return generation, cut_after, entry
+    kind, effects = _take_fault(
+        state.faults,
+        responses_stream=api == "responses" and stream,
+        connection_bound=connection_bound,
+    )
+    entry["fault"] = None if kind is None else kind.value
+    generation = state.engine.start(
+        request, plan=effects.plan, complete_on_finish=complete_on_finish
+    )
+    return generation, effects, entry
 
 
 def _model_object(model_id: str) -> dict[str, Any]:
@@ -237,7 +273,14 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
             body.requested_max_tokens(),
             "max_completion_tokens" if body.max_completion_tokens else "max_tokens",
         )
-        generation, cut_after, _ = _start_generation(
+        prompt_tokens = body.prompt_tokens()
+        check_context_window(
+            window=settings.context_window,
+            input_tokens=prompt_tokens,
+            requested_output=body.requested_max_tokens(),
+            api="chat.completions",
+        )
+        generation, effects, _ = _start_generation(
             state,
             "chat.completions",
             GenerationRequest(
@@ -246,22 +289,24 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
                 max_tokens=max_tokens,
                 temperature=_temperature(body.temperature),
                 prompt=body.last_user_prompt(),
+                input_tokens=prompt_tokens,
             ),
             stream=bool(body.stream),
+            connection_bound=True,
         )
         if body.stream:
             return ChatCompletionStreamResponse(
                 generation=generation,
                 engine=state.engine,
-                prompt_tokens=body.prompt_tokens(),
+                prompt_tokens=prompt_tokens,
                 include_usage=body.include_usage(),
-                cut_after=cut_after,
+                fault=effects.connection,
             )
         return ChatCompletionJSONResponse(
             generation=generation,
             engine=state.engine,
-            prompt_tokens=body.prompt_tokens(),
-            cut_after=cut_after,
+            prompt_tokens=prompt_tokens,
+            fault=effects.connection,
         )
 
     @app.post("/v1/responses", response_model=None)
@@ -271,15 +316,27 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         The text is exactly the chat completion of the equivalent messages (instructions as a
         system message, then the input). The response counts as one generation, completed
         when its last token is produced. Without ``background`` a client that goes away
-        cancels it; with ``background`` it runs to the end and can be retrieved, resumed
-        (``GET ...?stream=true&starting_after=N``) and cancelled by id.
+        cancels it; with ``background`` it is ``queued`` until it starts, runs to the end and
+        can be retrieved, resumed (``GET ...?stream=true&starting_after=N``) and cancelled by
+        id. With ``SIM_BACKGROUND_SUPPORTED=false`` ``background`` is ignored and nothing is
+        stored.
         """
-        body = parse_response_request(await _json_object(request))
+        body = parse_response_request(
+            await _json_object(request), background_supported=settings.background_supported
+        )
         max_tokens = _max_tokens(settings, body.max_output_tokens, "max_output_tokens")
         temperature = _temperature(body.temperature)
         messages = body.chat_messages()
+        input_tokens = prompt_token_count(str(message["content"]) for message in messages)
+        check_context_window(
+            window=settings.context_window,
+            input_tokens=input_tokens,
+            requested_output=body.max_output_tokens,
+            api="responses",
+        )
         stream = bool(body.stream)
-        generation, cut_after, entry = _start_generation(
+        background = bool(body.background)
+        generation, effects, entry = _start_generation(
             state,
             "responses",
             GenerationRequest(
@@ -288,25 +345,34 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
                 max_tokens=max_tokens,
                 temperature=temperature,
                 prompt=last_user_prompt(messages),
+                input_tokens=input_tokens,
             ),
             stream=stream,
+            connection_bound=not background,
             complete_on_finish=True,
-            background=bool(body.background),
+            background=background,
             response_id=None,
         )
-        record = ResponseRecord.create(generation, body, temperature)
+        record = ResponseRecord(
+            generation=generation,
+            model=body.model,
+            instructions=body.instructions,
+            max_output_tokens=body.max_output_tokens,
+            temperature=temperature,
+            background=background,
+            store=body.store is not False,
+            error_event_after=effects.error_event_after,
+            error_code=effects.error_code,
+        )
         entry["response_id"] = record.id
-        if record.store:
+        if record.store and settings.background_supported:
             state.responses.add(record)
         logger.debug(
-            "sim.response.created",
-            response_id=record.id,
-            background=record.background,
-            stream=stream,
+            "sim.response.created", response_id=record.id, background=background, stream=stream
         )
         if stream:
-            return ResponseEventStreamResponse(record=record, cut_after=cut_after)
-        return ResponseJSONResponse(record=record, cut_after=cut_after)
+            return ResponseEventStreamResponse(record=record, fault=effects.connection)
+        return ResponseJSONResponse(record=record, fault=effects.connection)
 
     @app.get("/v1/responses/{response_id}", response_model=None)
     async def retrieve_response(
@@ -334,17 +400,21 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
 
     @app.post("/v1/responses/{response_id}/cancel")
     async def cancel_response(response_id: str) -> dict[str, Any]:
-        """Stop a background response now (idempotent); it stays retrievable as cancelled."""
+        """Stop a queued or running background response now; it stays retrievable as
+        ``cancelled`` and an attached stream ends with its terminal event.
+
+        Cancelling a cancelled response answers it again (idempotent); a response that ended
+        otherwise (completed, incomplete, failed) or was not created in background gets a 400,
+        as OpenAI answers.
+        """
         record = state.responses.get(response_id)
         if not record.background:
-            raise ApiError(
-                400,
-                "Only responses created with background=true can be cancelled.",
-                code="invalid_value",
-                param="response_id",
-            )
-        if record.status == "completed":
-            raise ApiError(400, "Cannot cancel a completed response.", param="response_id")
+            raise ApiError(400, "Cannot cancel a synchronous response.")
+        status = record.status
+        if status in ("completed", "failed"):
+            raise ApiError(400, f"Cannot cancel a {status} response.")
+        if status == "incomplete":
+            raise ApiError(400, "Cannot cancel an incomplete response.")
         record.generation.cancel()
         logger.info(
             "sim.response.cancelled",
@@ -377,7 +447,9 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
 
     @app.get("/sim/stats")
     async def get_stats() -> dict[str, Any]:
-        """Generations started/completed, globally and per last user message."""
+        """Generations started/completed, globally and per last user message, and the input
+        and output tokens billed in total (output: every token produced, including those of
+        failed, cancelled and disconnected generations)."""
         return state.stats.snapshot()
 
     @app.get("/sim/requests")
@@ -386,8 +458,9 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
     ) -> list[dict[str, Any]]:
         """The ``limit`` most recent generation requests, newest last.
 
-        Each entry says which ``api`` it came through (``chat.completions`` or ``responses``);
-        Responses API entries also carry ``background`` and the ``response_id`` created.
+        Each entry says which ``api`` it came through (``chat.completions`` or ``responses``)
+        and which ``fault`` it got (``None`` if none); Responses API entries also carry
+        ``background`` (as applied) and the ``response_id`` created.
         """
         return state.requests.recent(limit)
 
@@ -405,6 +478,8 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
             body.count,
             after_tokens=body.after_tokens,
             retry_after_s=body.retry_after_s,
+            code=body.code,
+            stall_s=body.stall_s,
         )
         return state.faults.describe()
 
@@ -414,12 +489,27 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         state.faults.disarm()
         return state.faults.describe()
 
+    @app.post("/sim/pace")
+    async def set_pace(request: Request) -> dict[str, Any]:
+        """Produce generations started from now on at ``tokens_per_second`` (a slower or
+        faster provider, e.g. so that a test has time to kill a worker mid-generation)."""
+        body = validate_model(_PaceBody, await _json_object(request))
+        state.engine.set_pace(body.tokens_per_second)
+        return {"tokens_per_second": state.engine.tokens_per_second}
+
+    @app.delete("/sim/pace")
+    async def reset_pace() -> dict[str, Any]:
+        """Back to ``SIM_TOKENS_PER_SECOND``."""
+        state.engine.set_pace(None)
+        return {"tokens_per_second": state.engine.tokens_per_second}
+
     @app.post("/sim/reset")
     async def reset() -> dict[str, Any]:
         """Forget statistics and recorded requests and disarm faults (running generations go on)."""
         state.stats.reset()
         state.requests.clear()
         state.faults.disarm()
+        state.engine.set_pace(None)
         return {"status": "ok"}
 
     return app

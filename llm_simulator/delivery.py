@@ -4,9 +4,14 @@ Chat completions follow the chat lifecycle: the generation belongs to the reques
 that goes away cancels it (it then counts as started but never completed). Responses API
 deliveries do the same for a response created without ``background``; a background response
 belongs to the server, so a client that goes away only stops reading it and may re-attach.
-Every delivery can also simulate a dropped connection: after ``cut_after`` tokens it returns
-from the ASGI call without finishing the response body, which makes the server (uvicorn) close
-the TCP connection mid-response, so the client sees a truncated body rather than a clean end.
+
+Every delivery can also suffer a :class:`~llm_simulator.faults.ConnectionFault` after its
+``after_tokens``-th token (after the last one when the reply is shorter): ``disconnect``
+returns from the ASGI call without finishing the response body, which makes the server
+(uvicorn) close the TCP connection mid-response, so the client sees a truncated body rather
+than a clean end; ``stall`` sends nothing for ``stall_s`` seconds and then goes on;
+``error_event`` (Responses API streams) ends the body cleanly after the response's ``error``
+event.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -22,8 +26,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from llm_simulator.engine import Generation, GenerationEngine, GenerationStatus
-from llm_simulator.protocol import ChunkEncoder, chat_completion
-from llm_simulator.responses import PREAMBLE_EVENTS, ResponseRecord, encode_event
+from llm_simulator.faults import ConnectionFault, error_message
+from llm_simulator.protocol import ApiError, ChunkEncoder, chat_completion
+from llm_simulator.response_log import ResponseRecord, encode_event
+from llm_simulator.settings import FaultKind
 
 logger = structlog.get_logger(__name__)
 
@@ -33,6 +39,17 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+#: Events of a Responses stream that come after the last delta.
+_TAIL_EVENT_TYPES = frozenset(
+    {
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+        "response.incomplete",
+        "response.failed",
+    }
+)
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
@@ -42,13 +59,13 @@ async def _wait_for_disconnect(receive: Receive) -> None:
             return
 
 
-async def _send_json(send: Send, payload: dict[str, Any]) -> None:
+async def _send_json(send: Send, payload: dict[str, Any], status: int = 200) -> None:
     """Send ``payload`` as the whole ``application/json`` response."""
     body = json.dumps(payload, separators=(",", ":")).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 200,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -56,6 +73,17 @@ async def _send_json(send: Send, payload: dict[str, Any]) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _send_body(send: Send, body: bytes, *, more: bool = True) -> None:
+    if body or not more:
+        await send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+def _provider_error(generation: Generation) -> ApiError:
+    """The error a failed generation surfaces as."""
+    code = generation.plan.error_code or "server_error"
+    return ApiError.provider_failure(code, error_message(code))
 
 
 class _AttachedGenerationResponse(Response):
@@ -71,7 +99,7 @@ class _AttachedGenerationResponse(Response):
         self,
         *,
         generation: Generation,
-        cut_after: int | None,
+        fault: ConnectionFault | None,
         cancel_on_detach: bool = True,
     ) -> None:
         # Headers are sent by _deliver; Response.__init__ is skipped on purpose so that no
@@ -80,8 +108,9 @@ class _AttachedGenerationResponse(Response):
         self.background = None
         self.raw_headers = []
         self.generation = generation
-        self.cut_after = cut_after
+        self.fault = fault
         self.cancel_on_detach = cancel_on_detach
+        self._fault_pending = fault is not None and fault.kind is not FaultKind.ERROR_EVENT
 
     async def _deliver(self, send: Send) -> bool:
         raise NotImplementedError
@@ -90,37 +119,33 @@ class _AttachedGenerationResponse(Response):
         if self.cancel_on_detach:
             self.generation.cancel()
 
-    async def _relay_tokens(
-        self, send_batch: Callable[[int, list[str]], Awaitable[None]], start: int = 0
-    ) -> int:
-        """Pass the tokens from index ``start`` on to ``send_batch`` as they are produced, in
-        batches, each with the index of its first token; return how many were passed on.
+    async def _fire_fault(self) -> bool:
+        """Apply the pending disconnect/stall fault now; ``True`` means: cut the connection."""
+        fault = self.fault
+        self._fault_pending = False
+        assert fault is not None
+        if fault.kind is FaultKind.DISCONNECT:
+            return True
+        logger.info("sim.connection.stalled", generation_id=self.generation.id, s=fault.stall_s)
+        await asyncio.sleep(fault.stall_s)
+        return False
 
-        Ends when the generation is terminal and every token was passed on, or, with
-        ``cut_after``, once that many tokens were (the caller then cuts the connection).
-        """
-        cut = self.cut_after
-        sent = 0
-        if cut is not None and cut <= 0:
-            return sent
-        async with contextlib.aclosing(self.generation.follow(start)) as batches:
-            async for batch in batches:
-                chunk = batch if cut is None else batch[: cut - sent]
-                await send_batch(start + sent, chunk)
-                sent += len(chunk)
-                if cut is not None and sent >= cut:
-                    break
-        return sent
+    def _fault_due(self, tokens_sent: int) -> bool:
+        return (
+            self._fault_pending
+            and self.fault is not None
+            and tokens_sent >= self.fault.after_tokens
+        )
 
     async def _send_truncated_json(self, send: Send, object_id: str) -> None:
-        """For ``cut_after``: once that many tokens were produced, send the status line, the
-        headers and the first bytes of a JSON body naming ``object_id``, and no more."""
-        assert self.cut_after is not None
-        generation = self.generation
-        if generation.produced < self.cut_after:
+        """For a disconnect fault: once ``after_tokens`` tokens were produced, send the status
+        line, the headers and the first bytes of a JSON body naming ``object_id``, and no more."""
+        assert self.fault is not None
+        generation, cut_after = self.generation, self.fault.after_tokens
+        if generation.produced < cut_after:
             async with contextlib.aclosing(generation.follow()) as batches:
                 async for _ in batches:
-                    if generation.produced >= self.cut_after:
+                    if generation.produced >= cut_after:
                         break
         await send(
             {
@@ -162,7 +187,7 @@ class _AttachedGenerationResponse(Response):
                 "sim.connection.cut",
                 generation_id=self.generation.id,
                 tokens_produced=self.generation.produced,
-                reason="fault" if self.cut_after is not None else self.generation.status.value,
+                reason="fault" if self.fault is not None else self.generation.status.value,
                 generation_cancelled=self.cancel_on_detach,
             )
 
@@ -176,9 +201,9 @@ class _ChatCompletionResponse(_AttachedGenerationResponse):
         generation: Generation,
         engine: GenerationEngine,
         prompt_tokens: int,
-        cut_after: int | None,
+        fault: ConnectionFault | None,
     ) -> None:
-        super().__init__(generation=generation, cut_after=cut_after)
+        super().__init__(generation=generation, fault=fault)
         self.engine = engine
         self.prompt_tokens = prompt_tokens
 
@@ -192,8 +217,9 @@ class ChatCompletionStreamResponse(_ChatCompletionResponse):
     """``text/event-stream`` of ``chat.completion.chunk`` events for one generation.
 
     Sends the role chunk at once, then one chunk per token as tokens are produced, then (once
-    every token was sent, and only then, the generation counts as completed) the finish chunk,
-    the usage chunk if requested, and ``data: [DONE]``.
+    every token was sent, and only then, a finished generation counts as completed) the finish
+    chunk (``stop``, ``length`` or ``content_filter``), the usage chunk if requested, and
+    ``data: [DONE]``. A failed generation ends with an error chunk instead.
     """
 
     def __init__(
@@ -203,13 +229,10 @@ class ChatCompletionStreamResponse(_ChatCompletionResponse):
         engine: GenerationEngine,
         prompt_tokens: int,
         include_usage: bool,
-        cut_after: int | None = None,
+        fault: ConnectionFault | None = None,
     ) -> None:
         super().__init__(
-            generation=generation,
-            engine=engine,
-            prompt_tokens=prompt_tokens,
-            cut_after=cut_after,
+            generation=generation, engine=engine, prompt_tokens=prompt_tokens, fault=fault
         )
         self.encoder = ChunkEncoder(
             completion_id=self.completion_id,
@@ -221,63 +244,87 @@ class ChatCompletionStreamResponse(_ChatCompletionResponse):
 
     async def _deliver(self, send: Send) -> bool:
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        await send(
-            {"type": "http.response.body", "body": self.encoder.role_event(), "more_body": True}
-        )
-
-        async def send_token_events(_first: int, tokens: list[str]) -> None:
-            body = b"".join(self.encoder.token_event(token) for token in tokens)
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-
-        sent = await self._relay_tokens(send_token_events)
-        if self.cut_after is not None or self.generation.status is not GenerationStatus.FINISHED:
+        await _send_body(send, self.encoder.role_event())
+        sent = 0
+        if self._fault_due(sent) and await self._fire_fault():
             return False
-        self.engine.mark_completed(self.generation)
-        tail = self.encoder.finish_event()
+        async with contextlib.aclosing(self.generation.follow()) as batches:
+            async for batch in batches:
+                body = b""
+                for token in batch:
+                    body += self.encoder.token_event(token)
+                    sent += 1
+                    if self._fault_due(sent):
+                        await _send_body(send, body)
+                        body = b""
+                        if await self._fire_fault():
+                            return False
+                await _send_body(send, body)
+        if self._fault_pending and await self._fire_fault():  # the reply was shorter
+            return False
+        generation = self.generation
+        if generation.status is GenerationStatus.FAILED:
+            await _send_body(
+                send, ChunkEncoder.error_event(_provider_error(generation)), more=False
+            )
+            return True
+        finish_reason = generation.finish_reason
+        if finish_reason is None:  # cancelled
+            return False
+        if generation.status is GenerationStatus.FINISHED:
+            self.engine.mark_completed(generation)
+        tail = self.encoder.finish_event(finish_reason)
         if self.include_usage:
             tail += self.encoder.usage_event(self.prompt_tokens, sent)
-        tail += ChunkEncoder.DONE
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        await _send_body(send, tail + ChunkEncoder.DONE, more=False)
         return True
 
 
 class ChatCompletionJSONResponse(_ChatCompletionResponse):
     """A non-streaming ``chat.completion``, sent once the whole generation was produced.
 
-    The generation counts as completed just before the response is sent. With ``cut_after``
-    the status line and headers and the first bytes of the body are sent once that many
-    tokens were produced, then the connection is cut.
+    A finished generation counts as completed just before the response is sent; a failed one
+    is answered with its HTTP error. With a disconnect fault the status line and headers and
+    the first bytes of the body are sent once ``after_tokens`` tokens were produced, then the
+    connection is cut.
     """
 
     async def _deliver(self, send: Send) -> bool:
         generation = self.generation
-        if self.cut_after is not None:
+        if self.fault is not None and self.fault.kind is FaultKind.DISCONNECT:
             await self._send_truncated_json(send, self.completion_id)
             return False
-        if await generation.wait_done() is not GenerationStatus.FINISHED:
+        status = await generation.wait_done()
+        if status is GenerationStatus.FAILED:
+            error = _provider_error(generation)
+            await _send_json(send, error.body(), error.status_code)
+            return True
+        finish_reason = generation.finish_reason
+        if finish_reason is None:
             return False
-        self.engine.mark_completed(generation)
+        if status is GenerationStatus.FINISHED:
+            self.engine.mark_completed(generation)
         payload = chat_completion(
             completion_id=self.completion_id,
             created=generation.created_at,
             model=generation.request.model,
-            content="".join(generation.tokens),
+            content=generation.text,
+            finish_reason=finish_reason,
             prompt_tokens=self.prompt_tokens,
-            completion_tokens=len(generation.tokens),
+            completion_tokens=generation.produced,
         )
         await _send_json(send, payload)
         return True
 
 
 class ResponseEventStreamResponse(_AttachedGenerationResponse):
-    """``text/event-stream`` of Responses API events of one response, from any position.
+    """``text/event-stream`` of the Responses API events of one response, from any position.
 
     Sends every event whose ``sequence_number`` is greater than ``starting_after`` (all of them
-    when ``None``): first those already produced, then live ones as tokens appear, and ends
-    after the terminal event (``response.completed``, or ``response.incomplete`` for a
-    cancelled response). With ``cut_after`` (disconnect fault) the connection is cut once that
-    many delta events were sent by this connection. Whether the generation survives a lost or
-    cut connection depends on the response: a background response keeps running.
+    when ``None``): first those already logged, then live ones, and ends after the terminal
+    event. A connection fault applies to the connection of the create request only: it counts
+    the delta events this connection sent. Whether the generation survives a lost or cut
+    connection depends on the response: a background response keeps running.
     """
 
     def __init__(
@@ -285,39 +332,44 @@ class ResponseEventStreamResponse(_AttachedGenerationResponse):
         *,
         record: ResponseRecord,
         starting_after: int | None = None,
-        cut_after: int | None = None,
+        fault: ConnectionFault | None = None,
     ) -> None:
         super().__init__(
-            generation=record.generation,
-            cut_after=cut_after,
-            cancel_on_detach=not record.background,
+            generation=record.generation, fault=fault, cancel_on_detach=not record.background
         )
         self.record = record
         self.first_seq = 0 if starting_after is None else max(0, starting_after + 1)
-
-    async def _send_events(self, send: Send, events: list[dict[str, Any]]) -> None:
-        body = b"".join(encode_event(event) for event in events)
-        if body:
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+        self.close_on_error = fault is not None and fault.kind is FaultKind.ERROR_EVENT
 
     async def _deliver(self, send: Send) -> bool:
-        record = self.record
-        first = self.first_seq
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        await self._send_events(send, record.preamble_events()[first:])
-
-        async def send_delta_events(first_index: int, tokens: list[str]) -> None:
-            await self._send_events(
-                send, [record.delta_event(first_index + offset) for offset in range(len(tokens))]
-            )
-
-        await self._relay_tokens(send_delta_events, start=max(0, first - PREAMBLE_EVENTS))
-        if self.cut_after is not None:
-            return False
-        # Without a cut, _relay_tokens only returns once the generation is terminal.
-        tail = [event for event in record.tail_events() if event["sequence_number"] >= first]
-        body = b"".join(encode_event(event) for event in tail)
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        deltas = 0
+        async with contextlib.aclosing(self.record.follow(self.first_seq)) as batches:
+            async for batch in batches:
+                body = b""
+                for event in batch:
+                    kind = event["type"]
+                    is_delta = kind == "response.output_text.delta"
+                    if (is_delta or kind in _TAIL_EVENT_TYPES) and self._fault_due(
+                        deltas if is_delta else 1 << 30
+                    ):
+                        await _send_body(send, body)
+                        body = b""
+                        if await self._fire_fault():
+                            return False
+                    body += encode_event(event)
+                    if kind == "error" and self.close_on_error:
+                        await _send_body(send, body, more=False)
+                        return True
+                    if is_delta:
+                        deltas += 1
+                        if self._fault_due(deltas):
+                            await _send_body(send, body)
+                            body = b""
+                            if await self._fire_fault():
+                                return False
+                await _send_body(send, body)
+        await _send_body(send, b"", more=False)
         return True
 
 
@@ -325,21 +377,19 @@ class ResponseJSONResponse(_AttachedGenerationResponse):
     """A non-streaming Responses API answer to ``POST /v1/responses``.
 
     In background mode the response object is sent at once (status ``queued``); otherwise once
-    the generation is terminal (status ``completed``). With ``cut_after`` (disconnect fault) the
-    status line, headers and the first bytes of the body are sent once that many tokens were
+    the generation is terminal (whatever its status). With a disconnect fault the status line,
+    headers and the first bytes of the body are sent once ``after_tokens`` tokens were
     produced, then the connection is cut.
     """
 
-    def __init__(self, *, record: ResponseRecord, cut_after: int | None = None) -> None:
+    def __init__(self, *, record: ResponseRecord, fault: ConnectionFault | None = None) -> None:
         super().__init__(
-            generation=record.generation,
-            cut_after=cut_after,
-            cancel_on_detach=not record.background,
+            generation=record.generation, fault=fault, cancel_on_detach=not record.background
         )
         self.record = record
 
     async def _deliver(self, send: Send) -> bool:
-        if self.cut_after is not None:
+        if self.fault is not None and self.fault.kind is FaultKind.DISCONNECT:
             await self._send_truncated_json(send, self.record.id)
             return False
         if self.record.background:

@@ -12,9 +12,6 @@ from llm_simulator.text import count_tokens
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
-#: ``finish_reason`` of every simulated completion: it always produces exactly max_tokens tokens.
-FINISH_REASON = "length"
-
 
 class ApiError(Exception):
     """An error answered with an OpenAI-style body ``{"error": {message, type, param, code}}``."""
@@ -47,6 +44,48 @@ class ApiError(Exception):
                 "code": self.code,
             }
         }
+
+    @classmethod
+    def provider_failure(cls, code: str, message: str) -> ApiError:
+        """The error a failed generation surfaces as (an HTTP answer or a stream chunk): 500
+        for ``server_error``, 429 for ``rate_limit_exceeded``, else 400 (not retryable)."""
+        if code == "server_error":
+            return cls(500, message, error_type="server_error", code=code)
+        if code == "rate_limit_exceeded":
+            return cls(429, message, error_type="requests", code=code)
+        return cls(400, message, code=code)
+
+
+def check_context_window(
+    *, window: int, input_tokens: int, requested_output: int | None, api: str
+) -> None:
+    """Raise OpenAI's 400 ``context_length_exceeded`` if the input plus the requested output
+    tokens do not fit ``window`` (an unset limit counts as 0, as the rest of the window is
+    then what the model may write). ``api`` picks the wording: ``chat.completions`` (param
+    ``messages``) or ``responses`` (param ``input``)."""
+    output = requested_output or 0
+    if input_tokens + output <= window:
+        return
+    if api == "responses":
+        raise ApiError(
+            400,
+            "Your input exceeds the context window of this model. Please adjust your input "
+            "and try again.",
+            code="context_length_exceeded",
+            param="input",
+        )
+    if requested_output:
+        message = (
+            f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{input_tokens + output} tokens ({input_tokens} in the messages, {output} in the "
+            "completion). Please reduce the length of the messages or completion."
+        )
+    else:
+        message = (
+            f"This model's maximum context length is {window} tokens. However, your messages "
+            f"resulted in {input_tokens} tokens. Please reduce the length of the messages."
+        )
+    raise ApiError(400, message, code="context_length_exceeded", param="messages")
 
 
 class _TextPart(BaseModel):
@@ -187,10 +226,11 @@ def chat_completion(
     created: int,
     model: str,
     content: str,
+    finish_reason: str,
     prompt_tokens: int,
     completion_tokens: int,
 ) -> dict[str, Any]:
-    """A complete (non-streaming) ``chat.completion`` object."""
+    """A complete (non-streaming) ``chat.completion`` object; it always carries ``usage``."""
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -201,7 +241,7 @@ def chat_completion(
                 "index": 0,
                 "message": {"role": "assistant", "content": content, "refusal": None},
                 "logprobs": None,
-                "finish_reason": FINISH_REASON,
+                "finish_reason": finish_reason,
             }
         ],
         "usage": usage(prompt_tokens, completion_tokens),
@@ -213,9 +253,11 @@ class ChunkEncoder:
     """Builds the server-sent events of one streamed chat completion.
 
     Contract: the stream is ``role_event()``, then one ``token_event()`` per token, then
-    ``finish_event()``, then ``usage_event()`` if usage was requested, then ``DONE``.
-    When usage is requested every chunk carries ``"usage": null`` except the last one, as
-    OpenAI does.
+    ``finish_event()``, then ``usage_event()`` if usage was requested, then ``DONE``; a
+    generation that fails ends instead with one ``error_event()`` (no finish chunk, no usage,
+    no ``DONE``). When usage is requested (``stream_options.include_usage``) every chunk
+    carries ``"usage": null`` except the usage chunk, whose ``choices`` is empty, as OpenAI
+    documents.
     """
 
     DONE = b"data: [DONE]\n\n"
@@ -253,9 +295,15 @@ class ChunkEncoder:
         """One content token."""
         return self._choice_chunk({"content": token}, None)
 
-    def finish_event(self) -> bytes:
-        """Empty delta with the finish reason."""
-        return self._choice_chunk({}, FINISH_REASON)
+    def finish_event(self, finish_reason: str) -> bytes:
+        """Empty delta with the finish reason (``stop``, ``length`` or ``content_filter``)."""
+        return self._choice_chunk({}, finish_reason)
+
+    @classmethod
+    def error_event(cls, error: ApiError) -> bytes:
+        """A mid-stream error: ``data: {"error": {message, type, param, code}}``, which the
+        ``openai`` client raises as ``APIError``."""
+        return cls._event(error.body())
 
     def usage_event(self, prompt_tokens: int, completion_tokens: int) -> bytes:
         """Final chunk with no choices and the usage (only sent if usage was requested)."""

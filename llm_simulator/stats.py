@@ -18,24 +18,38 @@ class _Counts:
 
 
 class GenerationStats:
-    """Counts generations, globally and per prompt (the last user message of the request).
+    """Counts generations, globally and per prompt (the last user message of the request), and
+    the tokens billed for them.
 
     Contract: :meth:`record_started` is called once per generation when the simulator begins
-    producing it; :meth:`record_completed` at most once per generation, when its last token was
-    delivered to the client. Hence ``completed <= started`` always holds, globally and per prompt,
-    also across :meth:`reset`.
+    producing it (its input tokens are billed then); :meth:`record_completed` at most once per
+    generation, when it reached its end (for chat completions: when its last token was
+    delivered to the client). Hence ``completed <= started`` always holds, globally and per
+    prompt, also across :meth:`reset`. :meth:`record_output_tokens` is called as tokens are
+    produced, so failed, cancelled and disconnected generations are billed for what they
+    produced.
     """
 
     def __init__(self) -> None:
         self._epoch = 0
         self._total = _Counts()
         self._by_prompt: dict[str, _Counts] = {}
+        self._input_tokens = 0
+        self._output_tokens = 0
 
-    def record_started(self, prompt: str) -> int:
-        """Count a generation that begins producing tokens; return the epoch to complete it in."""
+    def record_started(self, prompt: str, input_tokens: int = 0) -> int:
+        """Count a generation that begins producing tokens and bill its ``input_tokens``;
+        return the epoch to complete it (and bill its output) in."""
         self._total.started += 1
         self._by_prompt.setdefault(prompt, _Counts()).started += 1
+        self._input_tokens += input_tokens
         return self._epoch
+
+    def record_output_tokens(self, count: int, epoch: int) -> None:
+        """Bill ``count`` newly produced tokens of a generation started in ``epoch`` (tokens of
+        generations started before the last :meth:`reset` are ignored)."""
+        if epoch == self._epoch:
+            self._output_tokens += count
 
     def record_completed(self, prompt: str, epoch: int) -> None:
         """Count a generation whose last token was delivered.
@@ -53,12 +67,16 @@ class GenerationStats:
         self._epoch += 1
         self._total = _Counts()
         self._by_prompt.clear()
+        self._input_tokens = 0
+        self._output_tokens = 0
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready view, in the shape served by ``GET /sim/stats``."""
         return {
             "generations_started": self._total.started,
             "generations_completed": self._total.completed,
+            "input_tokens": self._input_tokens,
+            "output_tokens": self._output_tokens,
             "by_prompt": {
                 prompt: {"started": counts.started, "completed": counts.completed}
                 for prompt, counts in self._by_prompt.items()

@@ -1,17 +1,21 @@
-"""Deterministic pseudo-English completions.
+"""Deterministic pseudo-English completions with a natural end.
 
 Everything here is pure: no clock, no global random state, no I/O. The same inputs always give
-the same tokens, which lets tests compute the expected answer of any request.
+the same tokens, which lets tests compute the expected answer of any request
+(:func:`simulated_tokens`, or :func:`simulated_reply` for the finish reason too). Like a real
+model, a reply has a natural length of its own; a request's token limit only cuts it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 #: Words of the marker every simulated reply starts with (one token each).
 MARKER_WORDS: tuple[str, ...] = (
@@ -26,6 +30,12 @@ MARKER_WORDS: tuple[str, ...] = (
 #: The marker as it appears at the start of every reply with at least ``len(MARKER_WORDS)`` tokens.
 MARKER: str = " ".join(MARKER_WORDS)
 
+#: Bounds of the length of a natural reply, in tokens (the marker included).
+NATURAL_MIN_TOKENS = 48
+NATURAL_MAX_TOKENS = 1024
+
+# Natural replies kept in memory: a generation and its retries ask for the same one.
+_CACHED_REPLIES = 512
 _PARAGRAPH_BREAK = "\n\n"
 _PARAGRAPH_PROBABILITY = 0.25
 _SENTENCE_WORDS = (6, 16)
@@ -57,17 +67,10 @@ _PREPOSITIONS: tuple[str, ...] = (
 _CONNECTORS: tuple[str, ...] = ("and", "while", "because", "so", "but", "although")
 
 
-def _canonical_seed(
-    messages: Sequence[Mapping[str, Any]], model: str, max_tokens: int, temperature: float
-) -> int:
+def _canonical_seed(messages: Sequence[Mapping[str, Any]], model: str, temperature: float) -> int:
     """Seed derived from a canonical JSON encoding of the inputs (stable across processes)."""
     payload = json.dumps(
-        {
-            "messages": list(messages),
-            "model": model,
-            "max_tokens": max_tokens,
-            "temperature": float(temperature),
-        },
+        {"messages": list(messages), "model": model, "temperature": float(temperature)},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -113,33 +116,79 @@ def _sentence(rng: random.Random) -> list[str]:
     return words
 
 
-def simulated_tokens(
+@functools.lru_cache(maxsize=_CACHED_REPLIES)
+def _natural_reply(seed: int) -> tuple[str, ...]:
+    """The whole natural reply drawn from ``seed``: marker, then sentences up to its length."""
+    rng = random.Random(seed)
+    target = rng.randint(NATURAL_MIN_TOKENS, NATURAL_MAX_TOKENS)
+    tokens = [word if index == 0 else " " + word for index, word in enumerate(MARKER_WORDS)]
+    separator = _PARAGRAPH_BREAK
+    while True:
+        sentence = _sentence(rng)
+        if len(tokens) >= NATURAL_MIN_TOKENS and len(tokens) + len(sentence) > target:
+            return tuple(tokens)
+        tokens.extend(
+            (separator if index == 0 else " ") + word for index, word in enumerate(sentence)
+        )
+        separator = _PARAGRAPH_BREAK if rng.random() < _PARAGRAPH_PROBABILITY else " "
+
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedReply:
+    """What a request produces: its tokens and why they end.
+
+    ``tokens`` is the first ``min(natural_tokens, max_tokens)`` tokens of the natural reply;
+    ``finish_reason`` is ``"stop"`` when the reply ended on its own (the limit did not cut
+    it) and ``"length"`` when it was cut at ``max_tokens``; ``natural_tokens`` is the length
+    of the natural reply, whatever the limit.
+    """
+
+    tokens: tuple[str, ...]
+    finish_reason: FinishReason
+    natural_tokens: int
+
+
+def simulated_reply(
     messages: Sequence[Mapping[str, Any]], model: str, max_tokens: int, temperature: float
-) -> list[str]:
-    """Return the simulated completion for a request, as a list of exactly ``max_tokens`` tokens.
+) -> SimulatedReply:
+    """The simulated reply to a request: the natural reply, cut at ``max_tokens``.
 
     Contract:
 
-    * Deterministic: equal inputs (compared through their canonical JSON) give equal tokens;
-      any change of messages, model, max_tokens or temperature gives (almost surely) other text.
+    * The natural reply depends on ``messages``, ``model`` and ``temperature`` only (compared
+      through their canonical JSON): equal inputs give equal replies, any change gives (almost
+      surely) another one. ``max_tokens`` only cuts it, so the reply with limit ``N`` is the
+      first ``N`` tokens of the reply with any larger limit.
+    * The natural reply has between :data:`NATURAL_MIN_TOKENS` and :data:`NATURAL_MAX_TOKENS`
+      tokens (its length is drawn from the same seed) and ends at the end of a sentence.
     * Each token is one word carrying its leading separator (a space, or ``"\\n\\n"`` at a
-      paragraph break), except the very first token, so ``"".join(tokens)`` is the reply text.
-    * The reply starts with :data:`MARKER` (truncated if ``max_tokens`` is smaller than the
-      marker), followed by a paragraph break and pseudo-English sentences that start with a
-      capital letter and end with ``"."``. The text is cut at ``max_tokens`` even mid-sentence.
+      paragraph break), except the very first token, so ``"".join(tokens)`` is the text.
+    * The reply starts with :data:`MARKER` (truncated if the limit is smaller than the marker),
+      followed by a paragraph break and pseudo-English sentences that start with a capital
+      letter and end with ``"."``. A reply cut at the limit may end mid-sentence.
 
     Raises ``ValueError`` if ``max_tokens`` is negative.
     """
     if max_tokens < 0:
         raise ValueError("max_tokens must be >= 0")
-    rng = random.Random(_canonical_seed(messages, model, max_tokens, temperature))
-    tokens = [word if index == 0 else " " + word for index, word in enumerate(MARKER_WORDS)]
-    separator = _PARAGRAPH_BREAK
-    while len(tokens) < max_tokens:
-        for index, word in enumerate(_sentence(rng)):
-            tokens.append((separator if index == 0 else " ") + word)
-        separator = _PARAGRAPH_BREAK if rng.random() < _PARAGRAPH_PROBABILITY else " "
-    return tokens[:max_tokens]
+    natural = _natural_reply(_canonical_seed(messages, model, temperature))
+    if max_tokens >= len(natural):
+        return SimulatedReply(natural, "stop", len(natural))
+    return SimulatedReply(natural[:max_tokens], "length", len(natural))
+
+
+def simulated_tokens(
+    messages: Sequence[Mapping[str, Any]], model: str, max_tokens: int, temperature: float
+) -> list[str]:
+    """The tokens a request produces: ``list(simulated_reply(...).tokens)``.
+
+    That is ``min(natural length, max_tokens)`` tokens; see :func:`simulated_reply` for the
+    contract. Raises ``ValueError`` if ``max_tokens`` is negative.
+    """
+    return list(simulated_reply(messages, model, max_tokens, temperature).tokens)
 
 
 _WORD = re.compile(r"\S+")

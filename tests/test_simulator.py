@@ -14,8 +14,15 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from llm_simulator.text import MARKER, simulated_tokens
+from llm_simulator.text import (
+    MARKER,
+    NATURAL_MAX_TOKENS,
+    NATURAL_MIN_TOKENS,
+    simulated_reply,
+    simulated_tokens,
+)
 from tests.helpers import running_simulator
+from tests.simulator_support import prompt_with_natural_length
 
 MODEL = "sim-test-model"
 
@@ -87,6 +94,45 @@ async def _complete(
     return content
 
 
+def test_natural_reply_is_cut_by_the_limit_only() -> None:
+    """Pure: the reply depends on messages, model and temperature; the limit only cuts it."""
+    lengths = []
+    for index in range(300):
+        messages = _conversation(f"natural {index}")
+        natural = simulated_reply(messages, MODEL, 5000, 0.5)
+        lengths.append(natural.natural_tokens)
+        assert natural.finish_reason == "stop"
+        assert len(natural.tokens) == natural.natural_tokens
+        assert NATURAL_MIN_TOKENS <= natural.natural_tokens <= NATURAL_MAX_TOKENS
+        assert "".join(natural.tokens).startswith(MARKER)
+        assert natural.tokens[-1].endswith(".")  # a natural end is a sentence end
+        for limit in (0, 3, 40, natural.natural_tokens - 1):
+            cut = simulated_reply(messages, MODEL, limit, 0.5)
+            assert cut.tokens == natural.tokens[:limit]
+            assert cut.finish_reason == "length"
+            assert cut.natural_tokens == natural.natural_tokens
+            assert simulated_tokens(messages, MODEL, limit, 0.5) == list(cut.tokens)
+        exact = simulated_reply(messages, MODEL, natural.natural_tokens, 0.5)
+        assert exact == natural
+    assert len(set(lengths)) > 100  # lengths vary with the request
+    messages = _conversation("natural 0")
+    assert simulated_reply(messages, MODEL, 5000, 0.9) != simulated_reply(
+        messages, MODEL, 5000, 0.5
+    )
+    with pytest.raises(ValueError):
+        simulated_reply(messages, MODEL, -1, 0.5)
+
+
+def _prompt_ending(finish_reason: str, max_tokens: int) -> str:
+    """A unique prompt whose reply with this limit ends with ``finish_reason``."""
+    for _ in range(10_000):
+        prompt = _unique(finish_reason)
+        reply = simulated_reply(_conversation(prompt), MODEL, max_tokens, 1.0)
+        if reply.finish_reason == finish_reason:
+            return prompt
+    raise AssertionError(f"no prompt ending with {finish_reason} at {max_tokens}")
+
+
 async def test_health_and_models(sim: httpx.AsyncClient, client: AsyncOpenAI) -> None:
     health = await sim.get("/healthz")
     assert health.status_code == 200
@@ -112,24 +158,36 @@ async def test_other_temperature_or_messages_give_other_text(client: AsyncOpenAI
     assert await _complete(client, other_messages, temperature=0.3) != base
 
 
-async def test_length_equals_max_tokens(client: AsyncOpenAI) -> None:
+async def test_length_is_the_natural_one_cut_at_max_tokens(client: AsyncOpenAI) -> None:
     messages = _conversation(_unique("length"))
+    reply = simulated_reply(messages, MODEL, 5000, 1.0)
+    cut_at = reply.natural_tokens - 5
     completion = await client.chat.completions.create(
         model=MODEL,
         messages=messages,  # type: ignore[arg-type]
-        max_tokens=57,
+        max_tokens=cut_at,
     )
     assert completion.object == "chat.completion"
     assert completion.model == MODEL
     choice = completion.choices[0]
     assert choice.finish_reason == "length"
     assert choice.message.role == "assistant"
-    assert choice.message.content is not None
+    assert choice.message.content == "".join(reply.tokens[:cut_at])
     assert choice.message.content.startswith(MARKER)
     assert completion.usage is not None
-    assert completion.usage.completion_tokens == 57
+    assert completion.usage.completion_tokens == cut_at
     assert completion.usage.prompt_tokens > 0
-    assert completion.usage.total_tokens == 57 + completion.usage.prompt_tokens
+    assert completion.usage.total_tokens == cut_at + completion.usage.prompt_tokens
+
+    natural = await client.chat.completions.create(
+        model=MODEL,
+        messages=messages,  # type: ignore[arg-type]
+        max_tokens=reply.natural_tokens + 5,
+    )
+    assert natural.choices[0].finish_reason == "stop"
+    assert natural.choices[0].message.content == "".join(reply.tokens)
+    assert natural.usage is not None
+    assert natural.usage.completion_tokens == reply.natural_tokens
 
     by_new_name = await client.chat.completions.create(
         model=MODEL,
@@ -144,12 +202,18 @@ async def test_length_equals_max_tokens(client: AsyncOpenAI) -> None:
         messages=messages,  # type: ignore[arg-type]
     )
     assert default.usage is not None
-    assert default.usage.completion_tokens == 300  # SIM_DEFAULT_MAX_TOKENS default
+    # SIM_DEFAULT_MAX_TOKENS defaults to 300.
+    assert default.usage.completion_tokens == min(300, reply.natural_tokens)
+    assert (
+        default.choices[0].finish_reason == simulated_reply(messages, MODEL, 300, 1.0).finish_reason
+    )
 
 
-async def test_streaming_with_usage_matches_non_streaming(client: AsyncOpenAI) -> None:
-    messages = _conversation(_unique("streaming"))
+@pytest.mark.parametrize("ending", ["stop", "length"])
+async def test_streaming_with_usage_matches_non_streaming(client: AsyncOpenAI, ending: str) -> None:
+    messages = _conversation(_prompt_ending(ending, 80))
     expected = await _complete(client, messages, max_tokens=80)
+    tokens = simulated_tokens(messages, MODEL, 80, 1.0)
 
     stream = await client.chat.completions.create(
         model=MODEL,
@@ -175,12 +239,13 @@ async def test_streaming_with_usage_matches_non_streaming(client: AsyncOpenAI) -
             if choice.finish_reason:
                 finish_reasons.append(choice.finish_reason)
 
-    assert "".join(pieces) == expected
-    assert len(pieces) == 80  # one chunk per token
+    assert "".join(pieces) == expected == "".join(tokens)
+    assert len(pieces) == len(tokens)  # one chunk per token
+    assert (len(tokens) == 80) == (ending == "length")
     assert roles == ["assistant"]
-    assert finish_reasons == ["length"]
+    assert finish_reasons == [ending]
     assert len(usages) == 1
-    assert usages[0].completion_tokens == 80
+    assert usages[0].completion_tokens == len(tokens)
 
 
 async def test_streaming_without_usage_has_no_usage_chunk(client: AsyncOpenAI) -> None:
@@ -325,11 +390,14 @@ async def test_stats_count_started_and_completed_per_prompt(
 async def test_abandoned_stream_is_started_but_never_completed(
     sim: httpx.AsyncClient, client: AsyncOpenAI
 ) -> None:
-    prompt = _unique("abandoned")
+    # _conversation's system message is the instructions: at least 0.4 s at 2000 tokens/s.
+    prompt, _ = prompt_with_natural_length(
+        "abandoned", MODEL, at_least=800, instructions="You are a test."
+    )
     stream = await client.chat.completions.create(
         model=MODEL,
         messages=_conversation(prompt),  # type: ignore[arg-type]
-        max_tokens=2000,  # 1 s at 2000 tokens/s
+        max_tokens=2000,  # at most 1024 tokens: half a second at 2000 tokens/s
         stream=True,
     )
     received = 0
@@ -339,7 +407,7 @@ async def test_abandoned_stream_is_started_but_never_completed(
             break
     await stream.close()
     # Well past the time the whole generation would have taken: it was cancelled.
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(0.8)
     assert await _prompt_stats(sim, prompt) == {"started": 1, "completed": 0}
 
 

@@ -1,5 +1,6 @@
 """End-to-end tests of the simulator's Responses API subset (background mode, resume by
-sequence number, cancel, expiry): a real server process and the real ``openai`` client."""
+sequence number, cancel, expiry): a real server process and the real ``openai`` client.
+The wire format itself is checked against the SDK's types in ``test_simulator_contract``."""
 
 from __future__ import annotations
 
@@ -22,25 +23,33 @@ from openai.types.responses import (
     ResponseContentPartAddedEvent,
     ResponseContentPartDoneEvent,
     ResponseCreatedEvent,
+    ResponseFailedEvent,
     ResponseIncompleteEvent,
     ResponseInProgressEvent,
     ResponseOutputItemAddedEvent,
     ResponseOutputItemDoneEvent,
+    ResponseQueuedEvent,
     ResponseStreamEvent,
     ResponseTextDeltaEvent,
     ResponseTextDoneEvent,
 )
 
-from llm_simulator.text import MARKER, simulated_tokens
+from llm_simulator.text import MARKER, SimulatedReply, simulated_reply, simulated_tokens
 from tests.helpers import running_simulator
+from tests.simulator_support import prompt_with_natural_length
 
 MODEL = "sim-responses-model"
 TOKENS_PER_SECOND = 500
 INSTRUCTIONS = "You are a test."
-#: Events before the first delta: created, in_progress, output_item.added, content_part.added.
-PREAMBLE = 4
-#: Events after the last delta: output_text.done, content_part.done, output_item.done, completed.
+#: Events before the first delta of a background stream: created, queued, in_progress,
+#: output_item.added, content_part.added (a foreground stream has no queued event).
+PREAMBLE = 5
+FOREGROUND_PREAMBLE = 4
+#: Events after the last delta: output_text.done, content_part.done, output_item.done, and
+#: completed (natural end) or incomplete (cut at max_output_tokens).
 TAIL = 4
+#: A limit above every natural reply (they end with response.completed).
+UNCUT = 2000
 
 EVENT_TYPES = pydantic.TypeAdapter(ResponseStreamEvent)
 
@@ -86,6 +95,13 @@ def _chat_messages(prompt: str) -> list[dict[str, Any]]:
 
 def _expected(prompt: str, max_tokens: int, temperature: float = 1.0) -> str:
     return "".join(simulated_tokens(_chat_messages(prompt), MODEL, max_tokens, temperature))
+
+
+def _prompt(label: str, *, at_least: int = 0, at_most: int = 10_000) -> tuple[str, SimulatedReply]:
+    """A unique prompt (with INSTRUCTIONS) whose natural reply length is in the range."""
+    return prompt_with_natural_length(
+        label, MODEL, at_least=at_least, at_most=at_most, instructions=INSTRUCTIONS
+    )
 
 
 async def _prompt_stats(sim: httpx.AsyncClient, prompt: str) -> dict[str, int] | None:
@@ -140,6 +156,14 @@ async def test_background_stream_reads_to_completion_like_chat_completions(
         {"role": "assistant", "content": [{"type": "output_text", "text": "first answer"}]},
         {"role": "user", "content": prompt},
     ]
+    chat_messages = [
+        {"role": "system", "content": INSTRUCTIONS},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "first answer"},
+        {"role": "user", "content": prompt},
+    ]
+    reply = simulated_reply(chat_messages, MODEL, 60, 0.4)
+    n = len(reply.tokens)
     stream = await client.responses.create(
         model=MODEL,
         instructions=INSTRUCTIONS,
@@ -155,29 +179,27 @@ async def test_background_stream_reads_to_completion_like_chat_completions(
 
     chat = await client.chat.completions.create(
         model=MODEL,
-        messages=[  # type: ignore[list-item]
-            {"role": "system", "content": INSTRUCTIONS},
-            {"role": "user", "content": "first question"},
-            {"role": "assistant", "content": "first answer"},
-            {"role": "user", "content": prompt},
-        ],
+        messages=chat_messages,  # type: ignore[arg-type]
         max_tokens=60,
         temperature=0.4,
     )
     expected = chat.choices[0].message.content
     assert expected is not None and expected.startswith(MARKER)
+    assert chat.choices[0].finish_reason == reply.finish_reason
+    assert expected == "".join(reply.tokens)
 
     kinds = [type(event) for event in events]
     assert kinds == [
         ResponseCreatedEvent,
+        ResponseQueuedEvent,
         ResponseInProgressEvent,
         ResponseOutputItemAddedEvent,
         ResponseContentPartAddedEvent,
-        *[ResponseTextDeltaEvent] * 60,
+        *[ResponseTextDeltaEvent] * n,
         ResponseTextDoneEvent,
         ResponseContentPartDoneEvent,
         ResponseOutputItemDoneEvent,
-        ResponseCompletedEvent,
+        ResponseCompletedEvent if reply.finish_reason == "stop" else ResponseIncompleteEvent,
     ]
     _assert_contiguous(events)
     assert _deltas(events) == expected
@@ -185,26 +207,26 @@ async def test_background_stream_reads_to_completion_like_chat_completions(
     created, completed = events[0], events[-1]
     assert created.response.status == "queued"
     assert created.response.background is True
-    item_id = events[2].item.id
+    item_id = events[3].item.id
     assert all(event.item_id == item_id for event in events if hasattr(event, "item_id"))
     assert events[-4].text == expected
     final = completed.response
     assert final.id == created.response.id
     assert final.object == "response"
-    assert final.status == "completed"
+    assert final.status == ("completed" if reply.finish_reason == "stop" else "incomplete")
     assert final.model == MODEL
     assert final.output_text == expected
     assert len(final.output) == 1 and final.output[0].type == "message"
     assert final.output[0].content[0].type == "output_text"
     assert final.usage is not None
     assert chat.usage is not None
-    assert final.usage.output_tokens == 60
+    assert final.usage.output_tokens == n == chat.usage.completion_tokens
     assert final.usage.input_tokens == chat.usage.prompt_tokens
-    assert final.usage.total_tokens == final.usage.input_tokens + 60
+    assert final.usage.total_tokens == final.usage.input_tokens + n
     assert final.usage.output_tokens_details.reasoning_tokens == 0
 
     retrieved = await client.responses.retrieve(final.id)
-    assert retrieved.status == "completed"
+    assert retrieved.status == final.status
     assert retrieved.output_text == expected
 
 
@@ -230,7 +252,8 @@ async def test_raw_events_match_the_openai_schema(
                 name = line.removeprefix("event: ")
             elif line.startswith("data: "):
                 raw_events.append((name, json.loads(line.removeprefix("data: "))))
-    assert len(raw_events) == PREAMBLE + 12 + TAIL
+    assert len(raw_events) == PREAMBLE + 12 + TAIL  # 12 < any natural length: incomplete
+    assert raw_events[-1][0] == "response.incomplete"
     for name, data in raw_events:
         assert name == data["type"]
         event = EVENT_TYPES.validate_python(data)
@@ -239,17 +262,18 @@ async def test_raw_events_match_the_openai_schema(
     Response.model_validate(raw_events[-1][1]["response"])
     Response.model_validate((await sim.get(f"/v1/responses/{response_id}")).json())
     # The openai client sends booleans in the query as "true"; accept the same here.
-    replay = await sim.get(f"/v1/responses/{response_id}?stream=true&starting_after=14")
+    replay = await sim.get(f"/v1/responses/{response_id}?stream=true&starting_after=15")
     assert [json.loads(line[6:])["sequence_number"] for line in replay.text.splitlines()
-            if line.startswith("data: ")] == [15, 16, 17, 18, 19]  # fmt: skip
+            if line.startswith("data: ")] == [16, 17, 18, 19, 20]  # fmt: skip
 
 
 async def test_disconnect_fault_then_resume_gets_exactly_the_missing_events(
     client: AsyncOpenAI, sim: httpx.AsyncClient
 ) -> None:
     await sim.post("/sim/faults", json={"fault": "disconnect", "after_tokens": 7})
-    prompt = _unique("resume")
+    prompt, reply = _prompt("resume", at_least=160, at_most=290)
     expected = _expected(prompt, 300)
+    n = reply.natural_tokens
 
     stream = await _create_background(client, prompt, 300, stream=True)
     first: list[Any] = []
@@ -268,7 +292,7 @@ async def test_disconnect_fault_then_resume_gets_exactly_the_missing_events(
     assert _deltas(first) + _deltas(rest) == expected
     assert isinstance(rest[-1], ResponseCompletedEvent)
     assert rest[-1].response.output_text == expected
-    assert len(first + rest) == PREAMBLE + 300 + TAIL
+    assert len(first + rest) == PREAMBLE + n + TAIL
 
     # Re-attaching again (from the start, from the middle) replays the same events.
     again = await client.responses.retrieve(response_id, stream=True)
@@ -280,7 +304,7 @@ async def test_disconnect_fault_then_resume_gets_exactly_the_missing_events(
     middle = await client.responses.retrieve(response_id, stream=True, starting_after=150)
     tail: list[Any] = []
     await _read_events(middle, tail)
-    assert [e.sequence_number for e in tail] == list(range(151, PREAMBLE + 300 + TAIL))
+    assert [e.sequence_number for e in tail] == list(range(151, PREAMBLE + n + TAIL))
 
     # However often it was attached, it is one generation.
     assert await _prompt_stats(sim, prompt) == {"started": 1, "completed": 1}
@@ -291,10 +315,14 @@ async def test_disconnect_fault_then_resume_gets_exactly_the_missing_events(
 
 async def test_stream_helper_resumes_from_a_sequence_number(client: AsyncOpenAI) -> None:
     """``client.responses.stream(response_id=..., starting_after=N)`` works unchanged."""
-    prompt = _unique("helper")
-    expected = _expected(prompt, 40)
+    prompt, _ = _prompt("helper", at_most=150)
+    expected = _expected(prompt, UNCUT)
     async with client.responses.stream(
-        model=MODEL, instructions=INSTRUCTIONS, input=prompt, max_output_tokens=40, background=True
+        model=MODEL,
+        instructions=INSTRUCTIONS,
+        input=prompt,
+        max_output_tokens=UNCUT,
+        background=True,
     ) as stream:
         final = await stream.get_final_response()
     assert final.output_text == expected
@@ -309,9 +337,9 @@ async def test_stream_helper_resumes_from_a_sequence_number(client: AsyncOpenAI)
 async def test_generation_runs_on_with_no_client_attached(
     client: AsyncOpenAI, sim: httpx.AsyncClient
 ) -> None:
-    prompt = _unique("unattended")
-    expected = _expected(prompt, 300)  # 0.6 s at 500 tokens/s
-    stream = await _create_background(client, prompt, 300, stream=True)
+    prompt, reply = _prompt("unattended", at_least=250, at_most=400)  # 0.5-0.8 s at 500 tokens/s
+    expected = _expected(prompt, UNCUT)
+    stream = await _create_background(client, prompt, UNCUT, stream=True)
     async for event in stream:
         assert event.type == "response.created"
         response_id = event.response.id
@@ -319,7 +347,7 @@ async def test_generation_runs_on_with_no_client_attached(
     await stream.close()
 
     running = await client.responses.retrieve(response_id)
-    assert running.status == "in_progress"
+    assert running.status in ("queued", "in_progress")
     assert running.usage is None
     assert expected.startswith(running.output_text)
 
@@ -332,7 +360,7 @@ async def test_generation_runs_on_with_no_client_attached(
     assert done.status == "completed"
     assert done.output_text == expected
     assert done.completed_at is not None
-    assert done.usage is not None and done.usage.output_tokens == 300
+    assert done.usage is not None and done.usage.output_tokens == reply.natural_tokens
 
     # Non-streaming background create: answers at once, runs on.
     queued = await _create_background(client, _unique("polled"), 200)
@@ -340,8 +368,8 @@ async def test_generation_runs_on_with_no_client_attached(
     assert queued.background is True
     assert queued.output == []
 
-    async def finished() -> bool:
-        return (await client.responses.retrieve(queued.id)).status == "completed"
+    async def finished() -> bool:  # 200 tokens: completed or cut, depending on the prompt
+        return (await client.responses.retrieve(queued.id)).status in ("completed", "incomplete")
 
     await _eventually(finished)
 
@@ -350,7 +378,8 @@ async def test_foreground_responses(client: AsyncOpenAI, sim: httpx.AsyncClient)
     prompt = _unique("foreground")
     # Defaults (max tokens, temperature) are the chat completions defaults.
     response = await client.responses.create(model=MODEL, instructions=INSTRUCTIONS, input=prompt)
-    assert response.status == "completed"
+    finish = simulated_reply(_chat_messages(prompt), MODEL, 300, 1.0).finish_reason
+    assert response.status == ("completed" if finish == "stop" else "incomplete")
     assert response.background is False
     assert response.output_text == _expected(prompt, 300, 1.0)
     chat = await client.chat.completions.create(
@@ -365,9 +394,9 @@ async def test_foreground_responses(client: AsyncOpenAI, sim: httpx.AsyncClient)
         await client.responses.cancel(response.id)
 
     # A foreground stream whose client goes away is cancelled (like chat completions).
-    dropped_prompt = _unique("foreground dropped")
+    dropped_prompt, _ = prompt_with_natural_length("foreground dropped", MODEL, at_least=600)
     stream = await client.responses.create(
-        model=MODEL, input=dropped_prompt, max_output_tokens=2000, stream=True
+        model=MODEL, input=dropped_prompt, max_output_tokens=UNCUT, stream=True
     )
     received = 0
     response_id = ""
@@ -375,7 +404,7 @@ async def test_foreground_responses(client: AsyncOpenAI, sim: httpx.AsyncClient)
         if isinstance(event, ResponseCreatedEvent):
             response_id = event.response.id
         received += 1
-        if received == PREAMBLE + 3:
+        if received == FOREGROUND_PREAMBLE + 3:
             break
     await stream.close()
 
@@ -389,15 +418,15 @@ async def test_foreground_responses(client: AsyncOpenAI, sim: httpx.AsyncClient)
     unstored = await client.responses.create(
         model=MODEL, input=_unique("unstored"), max_output_tokens=5, store=False
     )
-    assert unstored.status == "completed"
+    assert unstored.status == "incomplete"  # 5 tokens: cut at the limit
     with pytest.raises(openai.NotFoundError):
         await client.responses.retrieve(unstored.id)
 
 
 async def test_cancel_background_response(client: AsyncOpenAI, sim: httpx.AsyncClient) -> None:
-    prompt = _unique("cancel")
-    expected = _expected(prompt, 2000)  # 4 s at 500 tokens/s
-    created = await _create_background(client, prompt, 2000)
+    prompt, _ = _prompt("cancel", at_least=800)  # 1.6 s or more at 500 tokens/s
+    expected = _expected(prompt, UNCUT)
+    created = await _create_background(client, prompt, UNCUT)
     stream = await client.responses.retrieve(created.id, stream=True)
     events: list[Any] = []
     reader = asyncio.create_task(_read_events(stream, events))
@@ -406,8 +435,8 @@ async def test_cancel_background_response(client: AsyncOpenAI, sim: httpx.AsyncC
     cancelled = await client.responses.cancel(created.id)
     assert cancelled.status == "cancelled"
     await asyncio.wait_for(reader, 5)  # the attached stream ends
-    terminal = events[-1]
-    assert isinstance(terminal, ResponseIncompleteEvent)
+    terminal = events[-1]  # the API has no cancellation event: a failed one, status cancelled
+    assert isinstance(terminal, ResponseFailedEvent)
     assert terminal.response.status == "cancelled"
     _assert_contiguous(events)
     partial = _deltas(events)
@@ -425,18 +454,20 @@ async def test_cancel_background_response(client: AsyncOpenAI, sim: httpx.AsyncC
     replay = await client.responses.retrieve(created.id, stream=True, starting_after=PREAMBLE)
     replayed: list[Any] = []
     await _read_events(replay, replayed)
-    assert [e.sequence_number for e in replayed] == [e.sequence_number for e in events[5:]]
+    assert [e.sequence_number for e in replayed] == [
+        e.sequence_number for e in events[PREAMBLE + 1 :]
+    ]
     assert await _prompt_stats(sim, prompt) == {"started": 1, "completed": 0}
 
     finished = await _create_background(client, _unique("cancel finished"), 5)
 
-    async def done() -> bool:
-        return (await client.responses.retrieve(finished.id)).status == "completed"
+    async def done() -> bool:  # 5 tokens: cut at the limit
+        return (await client.responses.retrieve(finished.id)).status == "incomplete"
 
     await _eventually(done)
     with pytest.raises(openai.BadRequestError) as raised:
         await client.responses.cancel(finished.id)
-    assert "completed" in raised.value.message
+    assert "incomplete" in raised.value.message
 
 
 async def test_unknown_ids_get_404(client: AsyncOpenAI, sim: httpx.AsyncClient) -> None:
@@ -486,7 +517,7 @@ async def test_disconnect_fault_on_a_foreground_stream_cancels_it(
     events: list[Any] = []
     with pytest.raises(openai.APIConnectionError):
         await _read_events(stream, events)
-    assert len(events) == PREAMBLE + 3
+    assert len(events) == FOREGROUND_PREAMBLE + 3
     assert (await client.responses.retrieve(events[0].response.id)).status == "cancelled"
     assert await _prompt_stats(sim, prompt) == {"started": 1, "completed": 0}
 
@@ -536,9 +567,11 @@ async def test_finished_responses_expire_after_the_ttl(tmp_path: Path) -> None:
             finished = await client.responses.create(
                 model=MODEL, input=_unique("expiring"), max_output_tokens=5
             )
-            assert (await client.responses.retrieve(finished.id)).status == "completed"
-            # 1000 tokens take 2 s: longer than the TTL, but a running response never expires.
-            running = await _create_background(client, _unique("long"), 1000)
+            assert (await client.responses.retrieve(finished.id)).status == "incomplete"
+            # 850+ tokens take 1.7 s or more: longer than the TTL, but a running response never
+            # expires.
+            long_prompt, long_reply = _prompt("long", at_least=850, at_most=990)
+            running = await _create_background(client, long_prompt, 1000)
             await asyncio.sleep(1.3)
             with pytest.raises(openai.NotFoundError):
                 await client.responses.retrieve(finished.id)
@@ -549,7 +582,9 @@ async def test_finished_responses_expire_after_the_ttl(tmp_path: Path) -> None:
 
             await _eventually(done)
             resumed = await client.responses.retrieve(running.id, stream=True, starting_after=0)
-            assert len([event async for event in resumed]) == PREAMBLE + 1000 + TAIL - 1
+            assert len([event async for event in resumed]) == (
+                PREAMBLE + long_reply.natural_tokens + TAIL - 1
+            )
             await asyncio.sleep(1.3)
             with pytest.raises(openai.NotFoundError):
                 await client.responses.retrieve(running.id)
