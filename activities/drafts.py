@@ -74,6 +74,23 @@ class DraftPublisher:
         """Tell viewers to drop the preview they have: this attempt starts from scratch."""
         await self._append("reset", {"attempt": self._attempt, "reason": reason})
 
+    async def restart_if_shown(self, reason: str) -> None:
+        """`restart`, when viewers have text to drop: an attempt after one that showed
+        nothing (a refused request, a provider that was down) starts quietly."""
+        try:
+            last = await self._store.last_preview_event(self.workflow_id)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            log.warning("cannot read the preview position; resetting it", error=str(err))
+            shown = True
+        else:
+            shown = (
+                last is not None
+                and last.type == "delta"
+                and int(last.data.get("offset", 0)) + len(str(last.data.get("text", ""))) > 0
+            )
+        if shown:
+            await self.restart(reason)
+
     async def add(self, delta: str, provider_seq: int | None = None) -> None:
         self._pending.append(delta)
         self._pending_seq = provider_seq

@@ -110,7 +110,7 @@ class GenerationActivities:
                 if info.attempt > 1:
                     log.warning("generation retried: the provider is asked again")
                     await ledger.close_interrupted(except_key=None)
-                    await drafts.restart(
+                    await drafts.restart_if_shown(
                         f"The answer restarted after a worker failure or a provider error "
                         f"(attempt {info.attempt}); this provider cannot resume a generation."
                     )

@@ -203,7 +203,7 @@ async def _prepare(
     """
     if previous is None:
         if attempt > 1:
-            await drafts.restart(
+            await drafts.restart_if_shown(
                 f"The answer restarted (attempt {attempt}) after the previous attempt was "
                 "interrupted before the provider confirmed the generation."
             )

@@ -294,3 +294,18 @@ async def simulator_fault(simulator: httpx.AsyncClient, **fault: object) -> Asyn
         yield
     finally:
         await simulator.delete("/sim/faults")
+
+
+@contextlib.asynccontextmanager
+async def simulator_pace(
+    simulator: httpx.AsyncClient, tokens_per_second: float
+) -> AsyncIterator[None]:
+    """Inside the block the simulator produces new generations at `tokens_per_second`
+    (`POST /sim/pace`): a long generation for a test that kills workers during one."""
+    (
+        await simulator.post("/sim/pace", json={"tokens_per_second": tokens_per_second})
+    ).raise_for_status()
+    try:
+        yield
+    finally:
+        await simulator.delete("/sim/pace")

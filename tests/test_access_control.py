@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from devstack.harness import LocalStack, auth_headers
-from tests.helpers import unique_prompt, wait_status
+from tests.helpers import simulator_pace, unique_prompt, wait_status
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +87,12 @@ async def test_per_user_rate_limit_answers_429_with_retry_after(secured: str) ->
         assert 429 in codes and codes[0] == 202
 
 
-async def test_per_user_concurrent_chat_limit(secured: str, db) -> None:
-    async with _client(secured, "other") as client:
+async def test_per_user_concurrent_chat_limit(secured: str, db, simulator) -> None:
+    async with _client(secured, "other") as client, simulator_pace(simulator, 100):
         running = []
         for _ in range(2):
             started = await client.post(
-                "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 8000}
+                "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 1000}
             )
             assert started.status_code == 202
             running.append(started.json()["workflow_id"])

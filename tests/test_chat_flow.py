@@ -16,6 +16,7 @@ from tests.helpers import (
     generations_for,
     prompt_ending,
     read_all_chunks,
+    simulator_pace,
     unique_prompt,
     wait_status,
 )
@@ -109,11 +110,12 @@ async def test_invalid_prompt_fails_fast_without_llm_call(
     assert row["stage"] == "failed" and "control character" in row["error"]
 
 
-async def test_cancel_keeps_saved_chunks(gateway, db) -> None:
+async def test_cancel_keeps_saved_chunks(gateway, simulator, db) -> None:
     prompt = unique_prompt()
-    workflow_id = (
-        await gateway.post("/api/workflows/start", json={"prompt": prompt, "max_tokens": 6000})
-    ).json()["workflow_id"]
+    async with simulator_pace(simulator, 100):  # seconds of generation: time to cancel it
+        workflow_id = (
+            await gateway.post("/api/workflows/start", json={"prompt": prompt, "max_tokens": 1000})
+        ).json()["workflow_id"]
     await wait_status(gateway, workflow_id, {"running"})
     response = await gateway.post(f"/api/workflows/{workflow_id}/cancel")
     assert response.status_code == 202

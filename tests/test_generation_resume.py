@@ -12,8 +12,10 @@ from tests.helpers import (
     expected_answer,
     generations_for,
     preview_text,
+    prompt_ending,
     read_sse,
     simulator_fault,
+    simulator_pace,
     start_chat_directly,
     unique_prompt,
     wait_for,
@@ -43,9 +45,10 @@ async def _start(temporal: Client, prompt: str, max_tokens: int, mode: Generatio
 async def test_kill_9_during_generation_twice_pays_once_and_text_never_restarts(
     fleet: LocalStack, temporal_client: Client, gateway, simulator
 ) -> None:
-    prompt = unique_prompt("A very long answer")
-    max_tokens = 8000  # about 8 s at the test simulator's 1000 tokens/s
-    handle = await _start(temporal_client, prompt, max_tokens, GenerationMode.RESUME)
+    max_tokens = 800
+    prompt = prompt_ending("length", max_tokens, "A very long answer")
+    async with simulator_pace(simulator, 100):  # 8 s of generation: time for two kills
+        handle = await _start(temporal_client, prompt, max_tokens, GenerationMode.RESUME)
     events_task = asyncio.create_task(read_sse(gateway, handle.id))
 
     killed: list[str] = []
@@ -123,7 +126,8 @@ async def test_cancelling_the_chat_cancels_the_generation_at_the_provider(
     temporal_client: Client, gateway, simulator
 ) -> None:
     prompt = unique_prompt()
-    handle = await _start(temporal_client, prompt, 8000, GenerationMode.RESUME)
+    async with simulator_pace(simulator, 100):  # seconds of generation: time to cancel it
+        handle = await _start(temporal_client, prompt, 1000, GenerationMode.RESUME)
 
     async def first_delta():  # type: ignore[no-untyped-def]
         events = await read_sse(gateway, handle.id, stop_after=4)

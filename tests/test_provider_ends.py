@@ -35,6 +35,7 @@ from tests.helpers import (
     read_sse,
     running_simulator,
     simulator_fault,
+    simulator_pace,
     start_chat,
     start_chat_directly,
     unique_prompt,
@@ -206,10 +207,11 @@ async def test_a_generation_cancelled_at_the_provider_ends_the_chat_as_cancelled
     temporal_client, gateway, simulator, db
 ) -> None:
     prompt = unique_prompt("Cancelled elsewhere")
-    handle = await start_chat_directly(
-        temporal_client,
-        ChatRequest(prompt=prompt, max_tokens=6000, generation_mode=GenerationMode.RESUME),
-    )
+    async with simulator_pace(simulator, 100):  # seconds of generation: time to cancel it
+        handle = await start_chat_directly(
+            temporal_client,
+            ChatRequest(prompt=prompt, max_tokens=1000, generation_mode=GenerationMode.RESUME),
+        )
 
     async def response_id() -> str | None:
         return await db.fetchval(

@@ -15,7 +15,13 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.worker import Replayer
 
 from common.models import ChatRequest
-from tests.helpers import HISTORIES_DIR, keep_history, unique_prompt, wait_status
+from tests.helpers import (
+    HISTORIES_DIR,
+    keep_history,
+    simulator_pace,
+    unique_prompt,
+    wait_status,
+)
 from workflows.chat import ChatStreamingWorkflow
 
 
@@ -36,18 +42,19 @@ async def test_recorded_histories_replay() -> None:
     await _replay([WorkflowHistory.from_json(f.stem, f.read_text()) for f in files])
 
 
-async def test_fresh_histories_replay(temporal_client: Client, gateway) -> None:
+async def test_fresh_histories_replay(temporal_client: Client, gateway, simulator) -> None:
     """Completed, failed and cancelled runs of this session replay cleanly too."""
     completed = (
         await gateway.post(
             "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 80}
         )
     ).json()["workflow_id"]
-    cancelled = (
-        await gateway.post(
-            "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 6000}
-        )
-    ).json()["workflow_id"]
+    async with simulator_pace(simulator, 100):  # seconds of generation: time to cancel it
+        cancelled = (
+            await gateway.post(
+                "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 1000}
+            )
+        ).json()["workflow_id"]
     await wait_status(gateway, cancelled, {"running"})
     await gateway.post(f"/api/workflows/{cancelled}/cancel")
     failed = await temporal_client.start_workflow(
