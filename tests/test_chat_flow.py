@@ -116,13 +116,13 @@ async def test_cancel_keeps_saved_chunks(gateway, simulator, db) -> None:
         workflow_id = (
             await gateway.post("/api/workflows/start", json={"prompt": prompt, "max_tokens": 1000})
         ).json()["workflow_id"]
-    await wait_status(gateway, workflow_id, {"running"})
-    response = await gateway.post(f"/api/workflows/{workflow_id}/cancel")
-    assert response.status_code == 202
-    status = await wait_status(gateway, workflow_id, {"cancelled"})
-    assert status["stage"] == "cancelled"
-    again = await gateway.post(f"/api/workflows/{workflow_id}/cancel")
-    assert again.json()["status"] == "cancelled"
+        await wait_status(gateway, workflow_id, {"running"})
+        response = await gateway.post(f"/api/workflows/{workflow_id}/cancel")
+        assert response.status_code == 202
+        status = await wait_status(gateway, workflow_id, {"cancelled"})
+        assert status["stage"] == "cancelled"
+        again = await gateway.post(f"/api/workflows/{workflow_id}/cancel")
+        assert again.json()["status"] == "cancelled"
 
 
 async def test_status_from_postgres_when_every_worker_is_down(fleet, gateway) -> None:

@@ -49,34 +49,34 @@ async def test_kill_9_during_generation_twice_pays_once_and_text_never_restarts(
     prompt = prompt_ending("length", max_tokens, "A very long answer")
     async with simulator_pace(simulator, 100):  # 8 s of generation: time for two kills
         handle = await _start(temporal_client, prompt, max_tokens, GenerationMode.RESUME)
-    events_task = asyncio.create_task(read_sse(gateway, handle.id))
+        events_task = asyncio.create_task(read_sse(gateway, handle.id))
 
-    killed: list[str] = []
-    for _ in range(2):
+        killed: list[str] = []
+        for _ in range(2):
 
-        async def running_elsewhere() -> str | None:
-            identity = await _generating_worker(handle)
-            return identity if identity and identity not in killed else None
+            async def running_elsewhere() -> str | None:
+                identity = await _generating_worker(handle)
+                return identity if identity and identity not in killed else None
 
-        identity = await wait_for(running_elsewhere, timeout_s=30, interval_s=0.05)
-        await asyncio.sleep(0.8)  # let it stream a while
-        victim = next(w for w in fleet.workers if w.alive() and w.pid == _pid_of(identity))
-        victim.kill()
-        killed.append(identity)
-        fleet.start_worker()  # keep two workers: the harness plays the supervisor
+            identity = await wait_for(running_elsewhere, timeout_s=30, interval_s=0.05)
+            await asyncio.sleep(0.8)  # let it stream a while
+            victim = next(w for w in fleet.workers if w.alive() and w.pid == _pid_of(identity))
+            victim.kill()
+            killed.append(identity)
+            fleet.start_worker()  # keep two workers: the harness plays the supervisor
 
-    result = await handle.result(rpc_timeout=None)
-    events = await asyncio.wait_for(events_task, timeout=30)
-    answer = expected_answer(prompt, max_tokens)
+        result = await handle.result(rpc_timeout=None)
+        events = await asyncio.wait_for(events_task, timeout=30)
+        answer = expected_answer(prompt, max_tokens)
 
-    assert await generations_for(simulator, prompt) == {"started": 1, "completed": 1}
-    assert result.total_chunks > 0
-    assert not [e for e in events if e["event"] == "reset"]
-    assert preview_text(events) == answer  # offsets checked: nothing twice, no gap
-    chunks = {e["data"]["index"]: e["data"]["text"] for e in events if e["event"] == "chunk"}
-    assert "".join(chunks[i] for i in range(len(chunks))) == answer
-    status = await wait_status(gateway, handle.id, {"completed"})
-    assert status["generation_mode"] == "resume"
+        assert await generations_for(simulator, prompt) == {"started": 1, "completed": 1}
+        assert result.total_chunks > 0
+        assert not [e for e in events if e["event"] == "reset"]
+        assert preview_text(events) == answer  # offsets checked: nothing twice, no gap
+        chunks = {e["data"]["index"]: e["data"]["text"] for e in events if e["event"] == "chunk"}
+        assert "".join(chunks[i] for i in range(len(chunks))) == answer
+        status = await wait_status(gateway, handle.id, {"completed"})
+        assert status["generation_mode"] == "resume"
 
 
 async def _run_with_one_cut(  # type: ignore[no-untyped-def]
@@ -129,18 +129,18 @@ async def test_cancelling_the_chat_cancels_the_generation_at_the_provider(
     async with simulator_pace(simulator, 100):  # seconds of generation: time to cancel it
         handle = await _start(temporal_client, prompt, 1000, GenerationMode.RESUME)
 
-    async def first_delta():  # type: ignore[no-untyped-def]
-        events = await read_sse(gateway, handle.id, stop_after=4)
-        return next((e for e in events if e["event"] == "delta"), None)
+        async def first_delta():  # type: ignore[no-untyped-def]
+            events = await read_sse(gateway, handle.id, stop_after=4)
+            return next((e for e in events if e["event"] == "delta"), None)
 
-    delta = await wait_for(first_delta, timeout_s=30)
-    response_id = delta["data"]["response_id"]
-    await gateway.post(f"/api/workflows/{handle.id}/cancel")
-    await wait_status(gateway, handle.id, {"cancelled"})
+        delta = await wait_for(first_delta, timeout_s=30)
+        response_id = delta["data"]["response_id"]
+        await gateway.post(f"/api/workflows/{handle.id}/cancel")
+        await wait_status(gateway, handle.id, {"cancelled"})
 
-    async def cancelled_at_provider() -> bool:
-        body = (await simulator.get(f"/v1/responses/{response_id}")).json()
-        return body["status"] == "cancelled"
+        async def cancelled_at_provider() -> bool:
+            body = (await simulator.get(f"/v1/responses/{response_id}")).json()
+            return body["status"] == "cancelled"
 
-    assert await wait_for(cancelled_at_provider, timeout_s=10)
-    assert (await generations_for(simulator, prompt))["completed"] == 0
+        assert await wait_for(cancelled_at_provider, timeout_s=10)
+        assert (await generations_for(simulator, prompt))["completed"] == 0

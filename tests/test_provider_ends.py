@@ -213,19 +213,19 @@ async def test_a_generation_cancelled_at_the_provider_ends_the_chat_as_cancelled
             ChatRequest(prompt=prompt, max_tokens=1000, generation_mode=GenerationMode.RESUME),
         )
 
-    async def response_id() -> str | None:
-        return await db.fetchval(
-            "SELECT data->>'response_id' FROM chat_events WHERE workflow_id = $1 "
-            "AND data ? 'response_id' LIMIT 1",
-            handle.id,
-        )
+        async def response_id() -> str | None:
+            return await db.fetchval(
+                "SELECT data->>'response_id' FROM chat_events WHERE workflow_id = $1 "
+                "AND data ? 'response_id' LIMIT 1",
+                handle.id,
+            )
 
-    generation = await wait_for(response_id, timeout_s=30)
-    (await simulator.post(f"/v1/responses/{generation}/cancel")).raise_for_status()
-    status = await wait_status(gateway, handle.id, {"cancelled"})
-    assert "cancelled at the provider" in status["error"]
-    assert status["llm_calls"] == 1 and status["billed_usage"]["completion_tokens"] > 0
-    await keep_history(handle, "cancelled-at-provider")
+        generation = await wait_for(response_id, timeout_s=30)
+        (await simulator.post(f"/v1/responses/{generation}/cancel")).raise_for_status()
+        status = await wait_status(gateway, handle.id, {"cancelled"})
+        assert "cancelled at the provider" in status["error"]
+        assert status["llm_calls"] == 1 and status["billed_usage"]["completion_tokens"] > 0
+        await keep_history(handle, "cancelled-at-provider")
 
 
 async def test_a_response_stuck_in_the_queue_fails_clearly(

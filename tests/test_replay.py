@@ -55,24 +55,24 @@ async def test_fresh_histories_replay(temporal_client: Client, gateway, simulato
                 "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 1000}
             )
         ).json()["workflow_id"]
-    await wait_status(gateway, cancelled, {"running"})
-    await gateway.post(f"/api/workflows/{cancelled}/cancel")
-    failed = await temporal_client.start_workflow(
-        ChatStreamingWorkflow.run,
-        ChatRequest(prompt=""),
-        id=f"chat-test-{uuid.uuid4()}",
-        task_queue="chat-queue",
-    )
-    with pytest.raises(WorkflowFailureError):
-        await failed.result()
-    await wait_status(gateway, completed, {"completed"})
-    await wait_status(gateway, cancelled, {"cancelled"})
+        await wait_status(gateway, cancelled, {"running"})
+        await gateway.post(f"/api/workflows/{cancelled}/cancel")
+        failed = await temporal_client.start_workflow(
+            ChatStreamingWorkflow.run,
+            ChatRequest(prompt=""),
+            id=f"chat-test-{uuid.uuid4()}",
+            task_queue="chat-queue",
+        )
+        with pytest.raises(WorkflowFailureError):
+            await failed.result()
+        await wait_status(gateway, completed, {"completed"})
+        await wait_status(gateway, cancelled, {"cancelled"})
 
-    handles = {
-        "completed": temporal_client.get_workflow_handle(completed),
-        "cancelled": temporal_client.get_workflow_handle(cancelled),
-        "invalid-prompt": failed,
-    }
-    for name, handle in handles.items():
-        await keep_history(handle, name)
-    await _replay([await handle.fetch_history() for handle in handles.values()])
+        handles = {
+            "completed": temporal_client.get_workflow_handle(completed),
+            "cancelled": temporal_client.get_workflow_handle(cancelled),
+            "invalid-prompt": failed,
+        }
+        for name, handle in handles.items():
+            await keep_history(handle, name)
+        await _replay([await handle.fetch_history() for handle in handles.values()])

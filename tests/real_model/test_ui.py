@@ -1,0 +1,99 @@
+"""The Chainlit chat with the real model, in headless Chromium.
+
+The UI, the browser and the page helpers are the browser tests' own
+(tests/browser/harness.py, tests/browser/test_chat_ui.py), pointed at the real-model
+stack. The model's answer is not known in advance, and it is markdown that the page
+renders (symbols go, words stay): the words of the checkpointed answer must be the
+reply's, in order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from difflib import SequenceMatcher
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from playwright.async_api import Page, async_playwright
+
+from devstack.harness import LocalStack, auth_headers
+from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ChainlitServer
+from tests.browser.test_chat_ui import only_workflow, replies, send
+from tests.helpers import read_all_chunks, unique_prompt, wait_for, wait_status
+
+pytestmark = [pytest.mark.real_model, pytest.mark.browser]
+
+
+@pytest.fixture(scope="module")
+def chainlit(
+    llm_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChainlitServer]:
+    server = ChainlitServer(llm_stack, Path(tmp_path_factory.mktemp("chainlit-real-model")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def page(chainlit: ChainlitServer, tmp_path: Path) -> AsyncIterator[Page]:
+    """Logged in to the UI, in a fresh headless Chromium; screenshot at the end."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = await browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(30_000)
+        tab = await context.new_page()
+        await tab.goto(f"{chainlit.url}/login")
+        await tab.fill("#email", chainlit.username)
+        await tab.fill("#password", chainlit.password)
+        await tab.click("button[type=submit]")
+        await tab.wait_for_selector("#chat-input")
+        try:
+            yield tab
+        finally:
+            await tab.screenshot(path=str(tmp_path / "final.png"), full_page=True)
+            await browser.close()
+
+
+@pytest.fixture
+async def ui_gateway(llm_stack: LocalStack) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway as the UI's user (the chats the UI starts are that user's)."""
+    async with httpx.AsyncClient(
+        base_url=llm_stack.gateway_url, timeout=30, headers=auth_headers("ui")
+    ) as client:
+        yield client
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+async def test_chat_in_the_browser_shows_the_real_answer_once(
+    page: Page, ui_gateway: httpx.AsyncClient, llm_db: asyncpg.Pool
+) -> None:
+    conversation_id = await send(page, unique_prompt("What is a durable workflow?"))
+    workflow_id = await only_workflow(llm_db, conversation_id)
+    status = await wait_status(ui_gateway, workflow_id, {"completed", "failed"}, timeout_s=120)
+    assert status["status"] == "completed", status
+    answer = "".join(c["text"] for c in await read_all_chunks(ui_gateway, workflow_id))
+
+    async def finished_reply() -> str | None:
+        texts = await replies(page)
+        done = bool(texts) and "chunks saved" not in texts[-1] and "tokens" in texts[-1]
+        return texts[-1] if done else None
+
+    try:
+        reply = await wait_for(finished_reply, timeout_s=60, interval_s=0.25)
+    except TimeoutError:
+        pytest.fail(f"no finished reply; replies on the page: {await replies(page)}")
+    expected, shown = words(answer), words(reply)
+    matcher = SequenceMatcher(a=expected, b=shown, autojunk=False)
+    in_order = sum(block.size for block in matcher.get_matching_blocks())
+    assert in_order >= 0.9 * len(expected), (answer, reply)
+    # Once: the reply is the answer and its badges, not the answer twice.
+    assert len(shown) < len(expected) + 40, (answer, reply)
+    assert len(await replies(page)) == 1
