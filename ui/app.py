@@ -1,4 +1,4 @@
-"""Chainlit handlers of durable-chat's UI: login, persistence, chat, resume and stop.
+"""Chainlit handlers of durable-chat's UI: login, persistence, chat, resume, stop, retry.
 
 The work of a turn is in ``ui.turns``; this module only wires it to Chainlit's events.
 Run with ``python -m ui`` (see ``ui/__main__.py`` for the environment it needs).
@@ -21,19 +21,31 @@ from collections.abc import Coroutine, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import chainlit as cl  # noqa: E402
+from chainlit.data import get_data_layer  # noqa: E402
 from chainlit.data.chainlit_data_layer import ChainlitDataLayer  # noqa: E402
 from chainlit.types import ThreadDict  # noqa: E402
 
 from ui.gateway_client import GatewayClient  # noqa: E402
 from ui.rendering import TemporalLinks  # noqa: E402
 from ui.settings import get_settings  # noqa: E402
-from ui.turn_record import UnfinishedTurn, unfinished_turns  # noqa: E402
-from ui.turns import TurnRunner, message_from_step  # noqa: E402
+from ui.turn_record import (  # noqa: E402
+    TurnRecord,
+    UnfinishedTurn,
+    retryable_turns,
+    unfinished_turns,
+)
+from ui.turns import (  # noqa: E402
+    RETRY_ACTION,
+    TurnRunner,
+    message_from_step,
+    retry_action,
+)
 
 # Chainlit sends a resumed thread's saved messages right after ``on_chat_resume``
 # returns; followers of unfinished turns wait this long so their updates come after.
 RESUME_DELAY_S = 0.3
 
+log = logging.getLogger("ui.app")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
 
 settings = get_settings()
@@ -42,6 +54,7 @@ links = TemporalLinks(settings.temporal_ui_url, settings.temporal_namespace)
 _gateway: GatewayClient | None = None
 _runners_by_session: dict[str, set[TurnRunner]] = {}
 _background: set[asyncio.Task[Any]] = set()
+_retrying: set[str] = set()  # replies whose Retry is being handled in this process
 
 
 def gateway() -> GatewayClient:
@@ -55,6 +68,35 @@ def gateway() -> GatewayClient:
             api_key=api_key.get_secret_value() if api_key else None,
         )
     return _gateway
+
+
+def _runner_for(reply: cl.Message, record: TurnRecord) -> TurnRunner:
+    """The runner of a reply already shown and persisted (resumed or retried)."""
+    return TurnRunner(
+        reply=reply,
+        record=record,
+        gateway=gateway(),
+        links=links,
+        update_interval_s=settings.ui_update_interval_s,
+        reconnect_give_up_s=settings.ui_reconnect_give_up_s,
+    )
+
+
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(work)
+    _background.add(task)  # the event loop keeps only weak references to tasks
+    task.add_done_callback(_background.discard)
+
+
+async def _as_session_task(work: Coroutine[Any, Any, Any]) -> None:
+    """Run ``work`` as the session's task: the page shows it running and the stop
+    button stops its turns (``on_stop``)."""
+    cl.context.session.current_task = asyncio.current_task()
+    await cl.context.emitter.task_start()  # type: ignore[no-untyped-call]
+    try:
+        await work
+    finally:
+        await cl.context.emitter.task_end()  # type: ignore[no-untyped-call]
 
 
 @cl.data_layer
@@ -113,29 +155,17 @@ async def on_message(message: cl.Message) -> None:
 
 async def _follow_unfinished(turns: Sequence[UnfinishedTurn], thread_id: str) -> None:
     await asyncio.sleep(RESUME_DELAY_S)
-    session = cl.context.session
-    session.current_task = asyncio.current_task()  # the stop button stops these turns
-    await cl.context.emitter.task_start()  # type: ignore[no-untyped-call]
-    try:
-        runners = [
-            TurnRunner(
-                reply=message_from_step(turn.reply),
-                record=turn.record,
-                gateway=gateway(),
-                links=links,
-                update_interval_s=settings.ui_update_interval_s,
-                reconnect_give_up_s=settings.ui_reconnect_give_up_s,
-            )
-            for turn in turns
-        ]
+    runners = [_runner_for(message_from_step(turn.reply), turn.record) for turn in turns]
+
+    async def follow_all() -> None:
         await asyncio.gather(
             *(
                 _run_turn(runner, runner.run(turn.prompt, conversation_id=thread_id))
                 for runner, turn in zip(runners, turns, strict=True)
             )
         )
-    finally:
-        await cl.context.emitter.task_end()  # type: ignore[no-untyped-call]
+
+    await _as_session_task(follow_all())
 
 
 @cl.on_chat_resume
@@ -144,13 +174,57 @@ async def on_chat_resume(thread: ThreadDict) -> None:
 
     Every reply whose turn had not ended is followed again from the first event of its
     stream (``Last-Event-ID`` 0: the gateway replays the whole log), and its content is
-    rebuilt from those events, so nothing shows twice.
+    rebuilt from those events, so nothing shows twice. A failed answer that can be asked
+    again gets its Retry button back (Chainlit does not persist buttons).
     """
-    turns = unfinished_turns(thread.get("steps") or [])
+    steps = thread.get("steps") or []
+    for turn in retryable_turns(steps):
+        await retry_action(turn.workflow_id).send(for_id=turn.reply_id)
+    turns = unfinished_turns(steps)
     if turns:
-        task = asyncio.create_task(_follow_unfinished(turns, thread["id"]))
-        _background.add(task)
-        task.add_done_callback(_background.discard)
+        _in_background(_follow_unfinished(turns, thread["id"]))
+
+
+@cl.action_callback(RETRY_ACTION)
+async def on_retry(action: cl.Action) -> None:
+    """The Retry button of a failed answer: the same reply asks again and follows the new
+    workflow (``TurnRunner.retry``), as the session's task.
+
+    The button goes at once; a second click (or one from another tab) on the same reply
+    while its retry runs is ignored here, and would get the same new workflow from the
+    gateway anyway.
+    """
+    reply_id = action.forId
+    failed_id = action.payload.get("workflow_id")
+    if not reply_id or not isinstance(failed_id, str):
+        return
+    if reply_id in _retrying:
+        log.info("retry already under way for reply %s; click ignored", reply_id)
+        return
+    _retrying.add(reply_id)
+    await action.remove()  # type: ignore[no-untyped-call]
+    _in_background(_retry(reply_id, failed_id))
+
+
+async def _persisted_reply(thread_id: str, reply_id: str) -> dict[str, Any] | None:
+    """The reply's step as the data layer keeps it (content and turn record), if any."""
+    layer = get_data_layer()  # type: ignore[no-untyped-call]
+    thread = await layer.get_thread(thread_id) if layer is not None else None
+    for step in (thread or {}).get("steps") or []:
+        if str(step.get("id")) == reply_id:
+            return dict(step)
+    return None
+
+
+async def _retry(reply_id: str, failed_id: str) -> None:
+    try:
+        step = await _persisted_reply(cl.context.session.thread_id, reply_id)
+        record = TurnRecord.from_metadata(step.get("metadata")) if step else None
+        if step is not None and record is not None:
+            runner = _runner_for(message_from_step(step), record)
+            await _as_session_task(_run_turn(runner, runner.retry(failed_id)))
+    finally:
+        _retrying.discard(reply_id)
 
 
 @cl.on_stop

@@ -12,7 +12,7 @@ Exceptions, caught by type, never by message (``str(error)`` is written for peop
     ├── GatewayUnavailable    network error, timeout or 5xx: worth retrying later
     ├── InvalidPrompt         422 or 413: the gateway rejected the prompt, the message says why
     ├── WorkflowNotFound      404: the gateway knows no such workflow
-    └── GatewayRejected       any other 4xx
+    └── GatewayRejected       any other 4xx (409: a chat that cannot be retried)
 """
 
 from __future__ import annotations
@@ -90,6 +90,15 @@ class WorkflowStatus:
     cache_hit: bool = False
     saved_usd: float | None = None
     saved_ms: float | None = None
+    finish_reason: str | None = None
+    notice: str | None = None
+    priced: bool = True
+    llm_calls: int | None = None
+    billed_completion_tokens: int | None = None
+    billed_estimated: bool = False
+    usage_estimated: bool = False
+    retryable: bool = False
+    retry_of: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -106,6 +115,8 @@ class WorkflowStatus:
         if total_tokens is None and prompt_tokens is not None and completion_tokens is not None:
             total_tokens = prompt_tokens + completion_tokens
         error = data.get("error")
+        billed = data.get("billed_usage")
+        billed = billed if isinstance(billed, Mapping) else {}
         return cls(
             workflow_id=str(data.get("workflow_id", "")),
             status=str(data.get("status") or "unknown").lower(),
@@ -122,6 +133,15 @@ class WorkflowStatus:
             cache_hit=data.get("cache_hit") is True,
             saved_usd=_as_float(data.get("saved_usd")),
             saved_ms=_as_float(data.get("saved_ms")),
+            finish_reason=str(data["finish_reason"]) if data.get("finish_reason") else None,
+            notice=str(data["notice"]) if data.get("notice") else None,
+            priced=data.get("priced") is not False,
+            llm_calls=_as_int(data.get("llm_calls")),
+            billed_completion_tokens=_as_int(billed.get("completion_tokens")),
+            billed_estimated=billed.get("estimated") is True,
+            usage_estimated=usage.get("estimated") is True,
+            retryable=data.get("retryable") is True,
+            retry_of=str(data["retry_of"]) if data.get("retry_of") else None,
         )
 
 
@@ -264,6 +284,16 @@ class GatewayClient:
 
     async def cancel_workflow(self, workflow_id: str) -> None:
         await self._request("POST", f"/api/workflows/{workflow_id}/cancel")
+
+    async def retry(self, workflow_id: str) -> str:
+        """Ask a failed chat again; returns the id of the new chat.
+
+        The gateway starts one new chat per failed chat, however often this is called
+        (a double click follows the same new workflow). ``GatewayRejected`` (409): the
+        chat has not failed, or asking again would fail the same way.
+        """
+        data = await self._request("POST", f"/api/workflows/{workflow_id}/retry")
+        return str(data["workflow_id"])
 
     async def events(self, workflow_id: str, *, after: int = 0) -> AsyncGenerator[ChatEvent, None]:
         """One connection to the chat's event stream: the events with ids above ``after``.

@@ -5,7 +5,9 @@ checkpointed chunks continued by the live preview), followed (after a blank line
 footer line of small badges: stage and progress while the workflow runs (with a note
 when the LLM call restarted); duration, tokens, cost and a link to the workflow's
 Temporal history once it ended (then the answer is the checkpointed text alone); and a
-clear sentence for a stop or an error. Nothing here ever shows a stack trace.
+clear sentence for a stop, an error (pointing to the Retry button when asking again may
+help) or an answer that ended early (cut at max_tokens, stopped by a content filter).
+Nothing here ever shows a stack trace.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from ui.gateway_client import WorkflowStatus
 from ui.live_answer import LiveAnswer
 
 STARTING_TEXT = "Starting the answer…"
+RETRY_HINT = "use **Retry** below to ask again."
+RETRIED_BADGE = "asked again after a failure"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +72,10 @@ def _format_cost(cost_usd: float) -> str:
 
 
 def result_badges(status: WorkflowStatus) -> list[str]:
-    """Cache hit or fresh, duration, tokens, estimated cost and, for a hit, what it saved;
-    for the fields present."""
+    """Cache hit or fresh, duration, tokens, how the answer ended (cut at the limit, content
+    filter), extra LLM calls, estimated cost (unknown for an unpriced model, none without
+    an LLM call), for a hit what it saved, and a retry of a failed answer; for the fields
+    present."""
     badges = [badge("cache hit" if status.cache_hit else "fresh")]
     if status.duration_ms is not None:
         badges.append(badge(f"{status.duration_ms / 1000:.1f} s"))
@@ -77,14 +83,29 @@ def result_badges(status: WorkflowStatus) -> list[str]:
         detail = ""
         if status.prompt_tokens is not None and status.completion_tokens is not None:
             detail = f" ({status.prompt_tokens} in, {status.completion_tokens} out)"
-        badges.append(badge(f"{status.total_tokens} tokens{detail}"))
-    if status.cost_usd is not None and not status.cache_hit:
+        estimated = " (estimated)" if status.usage_estimated else ""
+        badges.append(badge(f"{status.total_tokens} tokens{detail}{estimated}"))
+    if status.finish_reason == "length":
+        cut = f"{status.completion_tokens} tokens" if status.completion_tokens else "the limit"
+        badges.append(badge(f"cut at {cut}"))
+    elif status.finish_reason == "content_filter":
+        badges.append(badge("stopped by content filter"))
+    if status.llm_calls is not None and status.llm_calls > 1:
+        billed = status.billed_completion_tokens
+        about = "~" if status.billed_estimated else ""
+        extra = f", {about}{billed} tokens out billed" if billed is not None else ""
+        badges.append(badge(f"{status.llm_calls} LLM calls{extra}"))
+    if not status.priced:
+        badges.append(badge("cost unknown (unpriced model)"))
+    elif status.cost_usd is not None and not status.cache_hit and status.llm_calls != 0:
         badges.append(badge(f"~{_format_cost(status.cost_usd)} estimated"))
     if status.cache_hit:
         saved = [_format_cost(status.saved_usd)] if status.saved_usd is not None else []
         if status.saved_ms is not None:
             saved.append(f"{status.saved_ms / 1000:.1f} s")
         badges.append(badge(f"saved {' and '.join(saved)}" if saved else "no LLM call"))
+    if status.retry_of:
+        badges.append(badge(RETRIED_BADGE))
     return badges
 
 
@@ -140,6 +161,10 @@ def render_ended(
         notice = f"**Stopped**: the workflow was cancelled; {kept}"
     elif outcome == "failed":
         notice = f"**The answer failed**: {error or 'the workflow failed'}"
+        if status is not None and status.retryable:
+            notice += f" — {RETRY_HINT}"
+    elif status is not None and status.notice:
+        notice = f"*{status.notice}*"
     elif outcome != "completed":
         reason = f": {error}" if error else "."
         notice = f"**The workflow ended as {outcome}**{reason}"
@@ -158,6 +183,11 @@ def render_rejected(message: str) -> str:
 def render_start_failed(message: str) -> str:
     """The gateway could not start the workflow."""
     return f"**The answer could not be started**: {message}"
+
+
+def render_retry_refused(message: str) -> str:
+    """The gateway would not ask a failed answer again (the reply above stays as it was)."""
+    return f"**Could not retry the answer**: {message}"
 
 
 def render_follow_failed(

@@ -2,7 +2,9 @@
 
 Pure data, no Chainlit: a reply's persisted metadata holds a ``TurnRecord`` under
 ``METADATA_KEY``; ``unfinished_turns`` reads a resumed thread's steps and returns the
-replies whose workflow may still be writing, with the prompt that started each.
+replies whose workflow may still be writing, with the prompt that started each;
+``retryable_turns`` the replies whose answer failed and can be asked again (they offer
+a Retry button).
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ class TurnRecord:
     """What a reply message remembers about its turn, in its persisted metadata.
 
     ``prompt_message_id`` is the id of the user's message, and the idempotency key of
-    the workflow start.
+    the workflow start. ``workflow_id`` is the workflow the reply shows: after a Retry,
+    the new one, and ``retry_of`` the failed one it asked again. ``retryable``: the turn
+    is done, its answer failed, and the gateway can ask it again.
     """
 
     prompt_message_id: str
     workflow_id: str | None = None
     state: TurnState = "starting"
+    retry_of: str | None = None
+    retryable: bool = False
 
     def to_metadata(self) -> dict[str, Any]:
         return {METADATA_KEY: asdict(self)}
@@ -41,6 +47,8 @@ class TurnRecord:
             prompt_message_id=str(data["prompt_message_id"]),
             workflow_id=str(data["workflow_id"]) if data.get("workflow_id") else None,
             state=state if state in ("starting", "running", "done") else "running",
+            retry_of=str(data["retry_of"]) if data.get("retry_of") else None,
+            retryable=data.get("retryable") is True,
         )
 
 
@@ -71,4 +79,22 @@ def unfinished_turns(steps: Sequence[Mapping[str, Any]]) -> list[UnfinishedTurn]
                     prompt=prompts.get(record.prompt_message_id),
                 )
             )
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class RetryableTurn:
+    """A reply whose answer failed and can be asked again: ``workflow_id`` is the failed one."""
+
+    reply_id: str
+    workflow_id: str
+
+
+def retryable_turns(steps: Sequence[Mapping[str, Any]]) -> list[RetryableTurn]:
+    """The replies of a thread that should offer a Retry button."""
+    found = []
+    for step in steps:
+        record = TurnRecord.from_metadata(step.get("metadata"))
+        if record and record.state == "done" and record.retryable and record.workflow_id:
+            found.append(RetryableTurn(reply_id=str(step["id"]), workflow_id=record.workflow_id))
     return found

@@ -9,6 +9,11 @@ the reply changes on screen, so a page reload or a restarted Chainlit server fin
 unfinished turn in the thread and follows it again from the stream's first event, by
 workflow id, or by idempotency key if the workflow id was not saved yet: the gateway
 never starts a second workflow for a turn.
+
+An answer that failed in a way asking again may fix (the provider was down) ends with a
+Retry button (``retry_action``). ``TurnRunner.retry`` asks the gateway for the new
+workflow (one per failed workflow, however often it is asked), records it in the turn
+and follows it in the same reply, like any turn: a reload follows the new workflow.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +58,33 @@ FINAL_STATUS_PAUSE_S = 0.3
 # A stream quiet for this long: check whether Temporal ended the workflow without it.
 QUIET_CHECK_S = 20.0
 SILENT_ENDS = frozenset({"terminated", "timed_out"})
+RETRY_ACTION = "retry_failed_answer"
+
+
+def retry_action(workflow_id: str) -> cl.Action:
+    """The Retry button of a reply whose workflow ``workflow_id`` failed (send it for the reply)."""
+    return cl.Action(
+        name=RETRY_ACTION,
+        payload={"workflow_id": workflow_id},
+        label="Retry",
+        icon="rotate-ccw",
+        tooltip="Ask again: a new answer to the same prompt",
+    )
+
+
+async def _with_backoff(start: Callable[[], Awaitable[str]]) -> str:
+    """``start()``, tried again while the gateway is unavailable (``START_ATTEMPTS`` in all).
+
+    Only for idempotent starts: a repeated one returns the workflow the first one started.
+    """
+    delay = START_FIRST_BACKOFF_S
+    for _ in range(START_ATTEMPTS - 1):
+        try:
+            return await start()
+        except GatewayUnavailable:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    return await start()
 
 
 def _reply_time(parent_created_at: str | None) -> str:
@@ -162,11 +194,54 @@ class TurnRunner:
 
     async def run(self, prompt: str | None, *, conversation_id: str) -> None:
         """Start the workflow if the turn has none yet, then follow it to its end."""
-        try:
+
+        async def start_then_follow() -> None:
             if self.record.workflow_id is None:
                 if not await self._start(prompt, conversation_id=conversation_id):
                     return
             await self._follow()
+
+        await self._guarded(start_then_follow())
+
+    async def retry(self, failed_workflow_id: str) -> None:
+        """Ask the turn's failed workflow again and follow the new one in this reply.
+
+        The new workflow's id is persisted in the turn record before it is followed, so a
+        reload follows it. A click on a Retry button that is stale (the turn moved on)
+        changes nothing.
+        """
+        if not self.record.retryable or self.record.workflow_id != failed_workflow_id:
+            log.info("stale retry ignored", extra={"workflow_id": failed_workflow_id})
+            return
+        await self._guarded(self._retry_then_follow(failed_workflow_id))
+
+    async def _retry_then_follow(self, failed_workflow_id: str) -> None:
+        try:
+            workflow_id = await _with_backoff(lambda: self.gateway.retry(failed_workflow_id))
+        except GatewayError as exc:
+            notice = cl.Message(content=rendering.render_retry_refused(exc.message))
+            await notice.send()  # type: ignore[no-untyped-call]
+            if isinstance(exc, GatewayUnavailable):  # it may work later: keep the button
+                await retry_action(failed_workflow_id).send(for_id=self.reply.id)
+            else:
+                self.record.retryable = False
+                await self._publish(self.reply.content, force=True)
+            return
+        self.record = TurnRecord(
+            prompt_message_id=self.record.prompt_message_id,
+            workflow_id=workflow_id,
+            state="running",
+            retry_of=failed_workflow_id,
+        )
+        await self._publish(self._render_running())
+        if self.stop_requested:
+            await self.request_stop()
+        await self._follow()
+
+    async def _guarded(self, work: Awaitable[None]) -> None:
+        """Run the turn's ``work``; an unexpected error becomes a sentence in the reply."""
+        try:
+            await work
         except asyncio.CancelledError:
             raise
         except Exception:  # shown as a sentence, logged with its traceback
@@ -205,25 +280,18 @@ class TurnRunner:
                 rendering.render_start_failed("the prompt of this turn was not saved.")
             )
             return False
-        delay = START_FIRST_BACKOFF_S
-        for attempt in range(1, START_ATTEMPTS + 1):
-            try:
-                workflow_id = await self.gateway.start_workflow(
+        try:
+            workflow_id = await _with_backoff(  # the idempotency key makes a repeat safe
+                lambda: self.gateway.start_workflow(
                     prompt,
                     conversation_id=conversation_id,
                     idempotency_key=self.record.prompt_message_id,
                 )
-                break
-            except GatewayUnavailable as exc:
-                # The idempotency key makes a repeated start safe.
-                if attempt == START_ATTEMPTS:
-                    return await self._give_up(rendering.render_start_failed(exc.message))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except InvalidPrompt as exc:
-                return await self._give_up(rendering.render_rejected(exc.message))
-            except GatewayError as exc:
-                return await self._give_up(rendering.render_start_failed(exc.message))
+            )
+        except InvalidPrompt as exc:
+            return await self._give_up(rendering.render_rejected(exc.message))
+        except GatewayError as exc:
+            return await self._give_up(rendering.render_start_failed(exc.message))
         self.record.workflow_id = workflow_id
         self.record.state = "running"
         await self._publish(self._render_running())
@@ -273,12 +341,17 @@ class TurnRunner:
         else:
             status = watchdog.result()
         self.record.state = "done"
+        self.record.retryable = (
+            status is not None and status.status == "failed" and status.retryable
+        )
         await self._publish(
             rendering.render_ended(
                 self._answer, status, links=self.links, workflow_id=self.workflow_id
             ),
             force=True,
         )
+        if self.record.retryable:
+            await retry_action(self.workflow_id).send(for_id=self.reply.id)
 
     async def _read_events(self) -> None:
         assert self.workflow_id is not None
