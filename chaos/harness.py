@@ -51,7 +51,7 @@ from chaos.client import (
     start_chat,
 )
 from chaos.stack import ChaosStack, auth_headers
-from llm_simulator.text import simulated_tokens
+from llm_simulator.text import SimulatedReply, simulated_reply
 
 # What the gateway sends the simulator for a chat started with a prompt and max_tokens.
 GATEWAY_MODEL = "simulator"
@@ -59,10 +59,25 @@ GATEWAY_TEMPERATURE = 0.7
 PHASES = ("generating", "checkpointing")
 
 
+def expected_reply(prompt: str, max_tokens: int) -> SimulatedReply:
+    """The simulator's reply to this chat (tokens, how it ends), computed without asking it."""
+    messages = [{"role": "user", "content": prompt}]
+    return simulated_reply(messages, GATEWAY_MODEL, max_tokens, GATEWAY_TEMPERATURE)
+
+
 def expected_answer(prompt: str, max_tokens: int) -> str:
     """The simulator's answer to this chat, computed without asking it."""
-    messages = [{"role": "user", "content": prompt}]
-    return "".join(simulated_tokens(messages, GATEWAY_MODEL, max_tokens, GATEWAY_TEMPERATURE))
+    return "".join(expected_reply(prompt, max_tokens).tokens)
+
+
+def prompt_that_ends(base: str, max_tokens: int, finish_reason: str) -> str:
+    """`base` with the first numbered suffix whose answer ends with `finish_reason`
+    (`stop`: shorter than `max_tokens`; `length`: cut at it), so a run has both."""
+    for variant in itertools.count():
+        prompt = f"{base} (v{variant})"
+        if expected_reply(prompt, max_tokens).finish_reason == finish_reason:
+            return prompt
+    raise AssertionError("unreachable")
 
 
 # --- configuration and records ----------------------------------------------------------
@@ -89,6 +104,8 @@ class ChatRun:
     max_tokens: int
     expected: str
     idempotency_key: str
+    finish_reason: str = "length"
+    """How the simulator's answer ends: `stop` (naturally) or `length` (at max_tokens)."""
     workflow_id: str = ""
     start_attempts: int = 0
     started_at: float = 0.0
@@ -125,6 +142,7 @@ class ChatVerdict:
     events_duplicated: int
     events_out_of_order: int
     text_ok: bool
+    finish_reason: str | None
     preview_exact: bool
     preview_overlaps: int
     preview_gaps: int
@@ -148,6 +166,8 @@ class ScenarioResult:
     fault: dict[str, Any]
     trigger: dict[str, Any]
     completed: int
+    ends: dict[str, int]
+    """Completed answers by finish reason: `stop` (natural end) and `length` (the limit)."""
     affected: int
     chunks_lost: int
     chunks_duplicated: int
@@ -170,6 +190,7 @@ class ScenarioResult:
         return {
             "scenario": self.scenario,
             "completed/N": f"{self.completed}/{self.chats}",
+            "ends stop/length": f"{self.ends.get('stop', 0)}/{self.ends.get('length', 0)}",
             "lost": self.chunks_lost,
             "duplicated": self.chunks_duplicated,
             "generations/chat": f"{self.generations_mean:.2f} (max {self.generations_max})",
@@ -287,11 +308,15 @@ async def run_scenario(
     tag = uuid.uuid4().hex[:8]
     runs = []
     for i in range(config.chats):
-        prompt = f"Chaos {scenario.name} chat {i}: tell me about durable execution [{tag}-{i}]"
         max_tokens = rng.randint(config.min_tokens, config.max_tokens)
-        runs.append(
-            ChatRun(i, prompt, max_tokens, expected_answer(prompt, max_tokens), f"chaos-{tag}-{i}")
+        ends = "stop" if i % 2 == 0 else "length"  # half end naturally, half at the limit
+        prompt = prompt_that_ends(
+            f"Chaos {scenario.name} chat {i}: tell me about durable execution [{tag}-{i}]",
+            max_tokens,
+            ends,
         )
+        expected = expected_answer(prompt, max_tokens)
+        runs.append(ChatRun(i, prompt, max_tokens, expected, f"chaos-{tag}-{i}", ends))
     offsets = [rng.uniform(0, config.stagger_s) for _ in runs]
     target = rng.choice(runs)
     phase = scenario.phase or rng.choice(PHASES)
@@ -410,6 +435,7 @@ async def _verify(ctx: FaultContext, run: ChatRun, fault: FaultRecord) -> ChatVe
     rows: list[Any] = []
     log_rows: list[Any] = []
     total = 0
+    finish_reason: str | None = None
     if run.workflow_id:
         status = await _final_status(ctx, run.workflow_id)
         rows = await ctx.db.fetch(
@@ -420,16 +446,18 @@ async def _verify(ctx: FaultContext, run: ChatRun, fault: FaultRecord) -> ChatVe
             "WHERE workflow_id = $1 ORDER BY seq",
             run.workflow_id,
         )
-        total = int(
-            await ctx.db.fetchval(
-                "SELECT coalesce(total_chunks, 0) FROM generations WHERE workflow_id = $1",
-                run.workflow_id,
-            )
-            or 0
+        generation = await ctx.db.fetchrow(
+            "SELECT coalesce(total_chunks, 0) AS total, finish_reason FROM generations "
+            "WHERE workflow_id = $1",
+            run.workflow_id,
         )
+        total = int(generation["total"]) if generation else 0
+        finish_reason = generation["finish_reason"] if generation else None
     completed = status == "completed"
     if not completed:
         problems.append(f"status {status}")
+    elif finish_reason != run.finish_reason:
+        problems.append(f"finish reason {finish_reason}, the simulator's is {run.finish_reason}")
 
     # PostgreSQL: chunk rows 0..total-1, once each, with the simulator's text.
     db_indices = [int(r["idx"]) for r in rows]
@@ -513,6 +541,7 @@ async def _verify(ctx: FaultContext, run: ChatRun, fault: FaultRecord) -> ChatVe
         events_duplicated=events_duplicated,
         events_out_of_order=out_of_order,
         text_ok=text_ok,
+        finish_reason=finish_reason,
         preview_exact=preview_exact,
         preview_overlaps=overlaps,
         preview_gaps=gaps,
@@ -611,6 +640,7 @@ def _summarise(
         },
         trigger=trigger,
         completed=completed,
+        ends=dict(Counter(v.finish_reason for v in verdicts if v.completed and v.finish_reason)),
         affected=sum(v.affected for v in verdicts),
         chunks_lost=lost,
         chunks_duplicated=duplicated,

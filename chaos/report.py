@@ -14,6 +14,7 @@ from chaos.harness import ScenarioResult
 COLUMNS = (
     "scenario",
     "completed/N",
+    "ends stop/length",
     "lost",
     "duplicated",
     "generations/chat",
