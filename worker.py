@@ -28,8 +28,8 @@ from temporalio.worker import (
 from activities.cache import CacheActivities
 from activities.checkpoints import CheckpointActivities
 from activities.generation import GenerationActivities
-from activities.validation import validate_prompt
 from activities.provider import ProviderLimits
+from activities.validation import validate_prompt
 from common.llm import ResumeUnsupportedError, build_llm_client, decide_generation_mode
 from common.log import configure_logging
 from common.pricing import DEFAULT_PRICES

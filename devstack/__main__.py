@@ -27,12 +27,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 180)
 
 
 def _banner(settings: StackSettings, login: LocalCredentials) -> str:
-    llm = (
-        "OpenAI-compatible provider (OPENAI_API_KEY is set)"
-        if settings.openai_api_key
-        else f"built-in simulator on http://127.0.0.1:{settings.simulator_port} "
-        "(set OPENAI_API_KEY for a real model)"
-    )
+    llm = settings.llm_summary
     lines = [
         "",
         "durable-chat is up",

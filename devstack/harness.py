@@ -17,7 +17,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from devstack import local_llm
 from devstack.stack import temporal_server_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +132,9 @@ class LocalStack:
     """PostgreSQL, Temporal, the simulator, workers and a gateway on free ports.
 
     Honours `DATABASE_URL` (an existing PostgreSQL; a fresh database is created in it).
+    With `llm="local"`, `start()` runs llama-server (devstack.local_llm) instead of the
+    simulator; `start_llama()` also adds it to a stack that has the simulator. Once
+    llama-server runs, workers and gateways started afterwards use it.
     """
 
     workdir: Path
@@ -145,6 +150,11 @@ class LocalStack:
     temporal: ManagedProcess | None = None
     gateway: ManagedProcess | None = None
     simulator: ManagedProcess | None = None
+    llm: Literal["simulator", "local"] = "simulator"  # local: llama-server, no simulator
+    llama_model_dir: Path | None = None  # None: the model package's cache directory
+    llama: ManagedProcess | None = None
+    llama_url: str = ""
+    _llama_port: int = 0
     _postgres_port: int = 0
     _temporal_port: int = 0
     _gateway_port: int = 0
@@ -190,6 +200,18 @@ class LocalStack:
         self.simulator.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"))
         self.simulator_url = f"http://127.0.0.1:{port}"
 
+    def start_llama(self, timeout_s: float = 120) -> ManagedProcess:
+        """llama-server with the local model; ready when `/health` answers 200. Called
+        again (after the previous one was stopped) it starts a new one on the same port."""
+        self._llama_port = self._llama_port or free_port()
+        url = f"http://127.0.0.1:{self._llama_port}"
+        self.llama = self._spawn(
+            "llama", local_llm.server_command(self._llama_port, self.llama_model_dir), {}
+        )
+        self.llama.wait_until(lambda: http_ok(f"{url}/health"), timeout_s=timeout_s)
+        self.llama_url = url
+        return self.llama
+
     def start_worker(self, extra_env: dict[str, str] | None = None) -> ManagedProcess:
         worker = self._spawn(
             f"worker-{len(self.workers) + 1}",
@@ -225,7 +247,10 @@ class LocalStack:
     def start(self, workers: int = 2) -> LocalStack:
         self.start_postgres()
         self.start_temporal()
-        self.start_simulator()
+        if self.llm == "local":
+            self.start_llama()
+        else:
+            self.start_simulator()
         for _ in range(workers):
             self.start_worker()
         self.start_gateway()
@@ -246,6 +271,7 @@ class LocalStack:
             # The suite starts many chats quickly; the limits have their own tests.
             "RATE_LIMIT_PER_MINUTE": "100000",
             "MAX_CONCURRENT_CHATS": "100000",
+            **(local_llm.provider_env(f"{self.llama_url}/v1") if self.llama_url else {}),
             **self.app_env,
         }
 

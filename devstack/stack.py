@@ -9,10 +9,12 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.search_attributes import REGISTRATION
+from devstack import local_llm
 
 
 class StackSettings(BaseSettings):
@@ -30,6 +32,11 @@ class StackSettings(BaseSettings):
     data_dir: Path = Path(".data")
     database_url: str | None = None  # set: use that PostgreSQL instead of the embedded one
     openai_api_key: str | None = None  # set: use the real provider, no simulator
+    # local: llama-server with Gemma 3 270M on LLAMA_PORT instead of the simulator or a
+    # provider (docs/real-model.md); default: the provider of OPENAI_API_KEY, else the
+    # simulator.
+    llm: Literal["default", "local"] = "default"
+    llama_port: int = 8400
     ui_username: str | None = None  # unset: `make up` creates a development login
     ui_password: str | None = None
     chainlit_auth_secret: str | None = None
@@ -37,6 +44,25 @@ class StackSettings(BaseSettings):
     @property
     def embedded_database_url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.postgres_port}/durable_chat"
+
+    @property
+    def llama_url(self) -> str:
+        return f"http://127.0.0.1:{self.llama_port}"
+
+    @property
+    def llm_summary(self) -> str:
+        """Which LLM answers, for the `LLM` line of the banner `make up` prints."""
+        if self.llm == "local":
+            return (
+                f"local llama-server, {local_llm.MODEL_ALIAS} on {self.llama_url}/v1 "
+                "(LLM=local; a local model costs nothing)"
+            )
+        if self.openai_api_key:
+            return "OpenAI-compatible provider (OPENAI_API_KEY is set)"
+        return (
+            f"built-in simulator on http://127.0.0.1:{self.simulator_port} "
+            "(set OPENAI_API_KEY for a real model, or LLM=local)"
+        )
 
 
 @dataclass(frozen=True)
@@ -142,6 +168,8 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
         "LOG_FORMAT": os.environ.get("LOG_FORMAT")
         or ("console" if sys.stdout.isatty() else "json"),
     }
+    if settings.llm == "local":
+        common.update(local_llm.provider_env(f"{settings.llama_url}/v1"))
     result: list[Process] = []
     if settings.database_url is None:
         result.append(
@@ -163,7 +191,22 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
             color="magenta",
         )
     )
-    if settings.openai_api_key is None:
+    if settings.llm == "local":
+        try:
+            local_llm.server_binary()
+        except local_llm.LocalLLMMissingError as err:
+            raise SystemExit(str(err)) from err
+        result.append(
+            Process(
+                "llama",
+                f"{python} -m devstack.local_llm serve --port {settings.llama_port} "
+                f"--model-dir {data / 'models'}",
+                # On SIGTERM llama-server holds open streams, silent, for about 30 s.
+                graceful_timeout=5.0,
+                color="red",
+            )
+        )
+    elif settings.openai_api_key is None:
         result.append(
             Process(
                 "simulator",

@@ -53,6 +53,8 @@ async def test_chat_completes_with_the_real_model(
     assert usage["prompt_tokens"] > 0
     assert 0 < usage["completion_tokens"] <= max_tokens
     assert status["cost_usd"] == 0  # a local model costs nothing
+    # Nobody set GENERATION_MODE: the workers' probe found llama.cpp cannot resume.
+    assert status["generation_mode"] == "restart"
 
 
 async def test_prompt_over_the_context_fails_clearly_after_one_request(
