@@ -228,6 +228,22 @@ async def test_a_generation_cancelled_at_the_provider_ends_the_chat_as_cancelled
         await keep_history(handle, "cancelled-at-provider")
 
 
+async def test_an_error_event_mid_stream_re_attaches_to_the_same_generation(
+    temporal_client, gateway, simulator
+) -> None:
+    prompt = prompt_ending("length", 80)
+    async with simulator_fault(simulator, fault="error_event", count=1, after_tokens=15):
+        workflow_id, status = await _run(
+            temporal_client, gateway, prompt, 80, GenerationMode.RESUME
+        )
+    assert status["status"] == "completed", status
+    assert await _text(gateway, workflow_id) == expected_answer(prompt, 80)
+    assert await generations_for(simulator, prompt) == {"started": 1, "completed": 1}
+    assert status["llm_calls"] == 1
+    events = await read_sse(gateway, workflow_id)
+    assert "reset" not in [e["event"] for e in events]  # the text continued
+
+
 async def test_a_response_stuck_in_the_queue_fails_clearly(
     temporal_client, gateway, simulator
 ) -> None:
