@@ -13,7 +13,7 @@ from temporalio import activity
 
 from activities.billing import CallLedger, estimate_prompt_tokens, estimate_tokens
 from activities.drafts import DraftPublisher
-from activities.provider import ProviderLimits, ProviderTrouble, provider_errors
+from activities.provider import ProviderLimits, ProviderTrouble, next_within, provider_errors
 from activities.resumable import generate_resumable, heartbeat_details
 from common import metrics
 from common.models import FinishReason, GeneratedText, GenerationMode, GenerationRequest, Usage
@@ -147,7 +147,7 @@ class GenerationActivities:
                 events = aiter(stream)
                 while True:
                     try:
-                        event = await asyncio.wait_for(anext(events), idle_s)
+                        event = await next_within(events, idle_s)
                     except StopAsyncIteration:
                         break
                     except TimeoutError:

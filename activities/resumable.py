@@ -40,6 +40,7 @@ from activities.provider import (
     ProviderRefusal,
     ProviderTrouble,
     QueuedTooLong,
+    next_within,
 )
 from common.models import (
     FinishReason,
@@ -275,7 +276,7 @@ async def _consume(
             if queued_since is not None:  # nothing comes while queued: wait for the bound
                 timeout = max(0.0, queued_since + limits.queued_timeout_s - time.time())
             try:
-                event = await asyncio.wait_for(anext(events), timeout)
+                event = await next_within(events, timeout)
             except StopAsyncIteration:
                 raise StreamInterrupted("the stream ended before the generation did") from None
             except TimeoutError:
