@@ -85,6 +85,14 @@ class _PaceBody(BaseModel):
     tokens_per_second: float = Field(gt=0)
 
 
+class _VariantBody(BaseModel):
+    """Body of ``POST /sim/variant``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variant: str = Field(min_length=1, max_length=100)
+
+
 def _temperature(requested: float | None) -> float:
     """The sampling temperature a generation uses (the same default for every API)."""
     return _DEFAULT_TEMPERATURE if requested is None else float(requested)
@@ -503,6 +511,21 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         state.engine.set_pace(None)
         return {"tokens_per_second": state.engine.tokens_per_second}
 
+    @app.post("/sim/variant")
+    async def set_variant(request: Request) -> dict[str, Any]:
+        """Answer requests started from now on with another reply than usual (what a real
+        model does when it samples again: e.g. a chat an operator reset re-generates a
+        different answer)."""
+        body = validate_model(_VariantBody, await _json_object(request))
+        state.engine.set_variant(body.variant)
+        return {"variant": state.engine.variant}
+
+    @app.delete("/sim/variant")
+    async def reset_variant() -> dict[str, Any]:
+        """Back to the usual replies."""
+        state.engine.set_variant("")
+        return {"variant": state.engine.variant}
+
     @app.post("/sim/reset")
     async def reset() -> dict[str, Any]:
         """Forget statistics and recorded requests and disarm faults (running generations go on)."""
@@ -510,6 +533,7 @@ def create_app(settings: SimulatorSettings) -> FastAPI:
         state.requests.clear()
         state.faults.disarm()
         state.engine.set_pace(None)
+        state.engine.set_variant("")
         return {"status": "ok"}
 
     return app

@@ -291,6 +291,7 @@ class GenerationEngine:
             raise ValueError("tokens_per_second must be > 0")
         self._ttft_s = max(0.0, ttft_s)
         self._tokens_per_second = tokens_per_second
+        self._variant = ""
         self._configured_tokens_per_second = tokens_per_second
         self._stats = stats
         self._retained = retained
@@ -301,6 +302,16 @@ class GenerationEngine:
     def tokens_per_second(self) -> float:
         """The rate generations started from now on produce tokens at."""
         return self._tokens_per_second
+
+    @property
+    def variant(self) -> str:
+        """Mixed into the seed of generations started from now on ('' : the usual reply)."""
+        return self._variant
+
+    def set_variant(self, variant: str) -> None:
+        """Generations started from now on answer the same request with another reply
+        (a real model sampling again); ``''`` restores the usual one."""
+        self._variant = variant
 
     def set_pace(self, tokens_per_second: float | None) -> None:
         """Produce the generations started from now on at ``tokens_per_second`` (``None``:
@@ -322,7 +333,7 @@ class GenerationEngine:
         finished (no transport needs to call :meth:`mark_completed`).
         """
         reply = simulated_reply(
-            request.messages, request.model, request.max_tokens, request.temperature
+            request.messages, request.model, request.max_tokens, request.temperature, self._variant
         )
         generation = Generation(f"gen_{uuid.uuid4().hex}", request, reply, plan)
         self._generations[generation.id] = generation

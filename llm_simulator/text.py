@@ -67,10 +67,19 @@ _PREPOSITIONS: tuple[str, ...] = (
 _CONNECTORS: tuple[str, ...] = ("and", "while", "because", "so", "but", "although")
 
 
-def _canonical_seed(messages: Sequence[Mapping[str, Any]], model: str, temperature: float) -> int:
+def _canonical_seed(
+    messages: Sequence[Mapping[str, Any]], model: str, temperature: float, variant: str = ""
+) -> int:
     """Seed derived from a canonical JSON encoding of the inputs (stable across processes)."""
+    inputs: dict[str, Any] = {
+        "messages": list(messages),
+        "model": model,
+        "temperature": float(temperature),
+    }
+    if variant:
+        inputs["variant"] = variant
     payload = json.dumps(
-        {"messages": list(messages), "model": model, "temperature": float(temperature)},
+        inputs,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -152,7 +161,11 @@ class SimulatedReply:
 
 
 def simulated_reply(
-    messages: Sequence[Mapping[str, Any]], model: str, max_tokens: int, temperature: float
+    messages: Sequence[Mapping[str, Any]],
+    model: str,
+    max_tokens: int,
+    temperature: float,
+    variant: str = "",
 ) -> SimulatedReply:
     """The simulated reply to a request: the natural reply, cut at ``max_tokens``.
 
@@ -160,7 +173,9 @@ def simulated_reply(
 
     * The natural reply depends on ``messages``, ``model`` and ``temperature`` only (compared
       through their canonical JSON): equal inputs give equal replies, any change gives (almost
-      surely) another one. ``max_tokens`` only cuts it, so the reply with limit ``N`` is the
+      surely) another one. A non-empty ``variant`` (``POST /sim/variant``) gives another
+      reply to the same inputs, as a real model sampling at a temperature above 0 would.
+      ``max_tokens`` only cuts it, so the reply with limit ``N`` is the
       first ``N`` tokens of the reply with any larger limit.
     * The natural reply has between :data:`NATURAL_MIN_TOKENS` and :data:`NATURAL_MAX_TOKENS`
       tokens (its length is drawn from the same seed) and ends at the end of a sentence.
@@ -174,7 +189,7 @@ def simulated_reply(
     """
     if max_tokens < 0:
         raise ValueError("max_tokens must be >= 0")
-    natural = _natural_reply(_canonical_seed(messages, model, temperature))
+    natural = _natural_reply(_canonical_seed(messages, model, temperature, variant))
     if max_tokens >= len(natural):
         return SimulatedReply(natural, "stop", len(natural))
     return SimulatedReply(natural[:max_tokens], "length", len(natural))
