@@ -29,7 +29,9 @@ from activities.cache import CacheActivities
 from activities.checkpoints import CheckpointActivities
 from activities.generation import GenerationActivities
 from activities.provider import ProviderLimits
+from activities.reconcile import ReconcileActivities, ensure_reconcile_schedule
 from activities.validation import validate_prompt
+from common.closes import current_run_id, run_state
 from common.llm import ResumeUnsupportedError, build_llm_client, decide_generation_mode
 from common.log import configure_logging
 from common.pricing import DEFAULT_PRICES
@@ -38,6 +40,7 @@ from common.temporal import connect_temporal
 from storage import AnswerCacheStore, ChatStore, LlmCallStore, apply_migrations, create_pool
 from storage.pool import wait_for_database
 from workflows.chat import ChatStreamingWorkflow
+from workflows.reconcile import ReconcileChatsWorkflow
 
 log = structlog.get_logger("worker")
 
@@ -130,11 +133,23 @@ async def run_worker(index: int = 1) -> None:
     )
 
     prices = {**DEFAULT_PRICES, **settings.llm_prices}
-    checkpoints = CheckpointActivities(ChatStore(pool), identity, prices)
-    cache = CacheActivities(AnswerCacheStore(pool), prices)
+
+    async def current_run(workflow_id: str) -> str | None:
+        return await current_run_id(client, workflow_id)
+
+    async def is_running(workflow_id: str) -> bool:
+        return (await run_state(client, workflow_id)).running
+
+    # Run-aware: a write from a run other than the chat's current one asks Temporal.
+    chats = ChatStore(pool, current_run=current_run)
+    checkpoints = CheckpointActivities(chats, identity, prices)
+    cache = CacheActivities(AnswerCacheStore(pool), chats, prices, is_running)
+    reconcile = ReconcileActivities(
+        client, chats, AnswerCacheStore(pool), LlmCallStore(pool), prices, llm
+    )
     generation = GenerationActivities(
         llm,
-        ChatStore(pool),
+        chats,
         LlmCallStore(pool),
         prices,
         ProviderLimits(
@@ -147,7 +162,7 @@ async def run_worker(index: int = 1) -> None:
     worker = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ChatStreamingWorkflow],
+        workflows=[ChatStreamingWorkflow, ReconcileChatsWorkflow],
         activities=[
             validate_prompt,
             generation.generate_full_text,
@@ -156,6 +171,7 @@ async def run_worker(index: int = 1) -> None:
             cache.claim_or_reuse_answer,
             cache.remember_answer,
             cache.release_answer_claim,
+            reconcile.reconcile_chats,
         ],
         identity=identity,
         interceptors=[_BindActivityContext(identity)],
@@ -165,6 +181,9 @@ async def run_worker(index: int = 1) -> None:
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,
     )
+
+    if settings.reconcile_interval_s > 0:
+        await ensure_reconcile_schedule(client, settings.task_queue, settings.reconcile_interval_s)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

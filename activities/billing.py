@@ -46,6 +46,7 @@ class CallLedger:
     mode: str
     model: str
     prompt_estimate: int
+    run_id: str = ""
 
     async def begin(self, call_key: str) -> None:
         """The provider accepted a generation: count it (once per key)."""
@@ -57,6 +58,7 @@ class CallLedger:
                 self.mode,
                 self.model,
                 self.prompt_estimate,
+                self.run_id,
             )
         )
 
@@ -90,14 +92,19 @@ class CallLedger:
             )
         )
 
-    async def close_interrupted(self, except_key: str | None) -> None:
+    async def close_interrupted(
+        self,
+        except_key: str | None,
+        error: str = "the worker running this generation stopped before it ended",
+    ) -> int:
         """Close the calls of earlier attempts whose worker died mid-generation: their
-        tokens are estimated from the text their live preview had reached."""
+        tokens are estimated from the text their live preview had reached. Returns how
+        many were closed."""
         try:
             open_calls = await self.calls.open_calls(self.workflow_id, except_key)
         except _DB_ERRORS as err:
             log.warning("cannot read earlier LLM calls", error=str(err))
-            return
+            return 0
         for call in open_calls:
             usage = Usage(
                 call.prompt_tokens or self.prompt_estimate,
@@ -110,8 +117,9 @@ class CallLedger:
                 usage=usage,
                 chars=call.chars_seen,
                 model=call.model,
-                error="the worker running this generation stopped before it ended",
+                error=error,
             )
+        return len(open_calls)
 
     async def _safely(self, write: Awaitable[None]) -> None:
         try:

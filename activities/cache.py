@@ -3,25 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 from temporalio import activity
 
 from common.models import AnswerLookup, AnswerToRemember, CacheClaim, CacheOutcome, Usage
 from common.pricing import ModelPrice, estimate_cost_usd
-from storage import AnswerCacheStore, ClaimResult
+from storage import AnswerCacheStore, ChatStore, ClaimResult
 from workflows.chunking import split_into_chunks
 
 log = structlog.get_logger(__name__)
 
-# While another chat generates the same answer, check for it this often.
+# While another chat generates the same answer, check for it this often...
 WAIT_POLL_S = 0.1
+# ...and ask Temporal this often whether that chat still runs: a chat terminated by an
+# operator never releases its claim itself.
+OWNER_CHECK_S = 2.0
+
+IsRunning = Callable[[str], Awaitable[bool]]
 
 
 class CacheActivities:
-    def __init__(self, cache: AnswerCacheStore, prices: dict[str, ModelPrice]) -> None:
+    def __init__(
+        self,
+        cache: AnswerCacheStore,
+        chats: ChatStore,
+        prices: dict[str, ModelPrice],
+        is_running: IsRunning | None = None,
+    ) -> None:
         self._cache = cache
+        self._chats = chats
         self._prices = prices
+        self._is_running = is_running
 
     @activity.defn(name="claim_or_reuse_answer")
     async def claim_or_reuse_answer(self, lookup: AnswerLookup) -> CacheOutcome:
@@ -34,13 +49,19 @@ class CacheActivities:
         copied (inserts are keyed by chunk index).
         """
         waited = False
+        next_owner_check = time.monotonic() + OWNER_CHECK_S
         while True:
             result, answer = await self._cache.claim_or_get(lookup.cache_key, lookup.workflow_id)
             if result is ClaimResult.CLAIMED:
                 return CacheOutcome(hit=False)
             if result is ClaimResult.READY and answer is not None:
                 chunks = split_into_chunks(answer.text, lookup.chunk_target_chars)
-                await self._cache.copy_into_chat(lookup.workflow_id, chunks)
+                await self._chats.copy_answer(
+                    lookup.workflow_id,
+                    chunks,
+                    "answer-cache",
+                    run_id=activity.info().workflow_run_id or "",
+                )
                 log.info(
                     "answer cache hit",
                     cached_from=answer.owner_workflow_id,
@@ -62,7 +83,19 @@ class CacheActivities:
                 log.info("identical chat in progress: waiting for its answer")
                 waited = True
             activity.heartbeat("waiting for an identical chat")
+            if time.monotonic() >= next_owner_check:
+                next_owner_check = time.monotonic() + OWNER_CHECK_S
+                await self._release_if_owner_gone(lookup.cache_key)
             await asyncio.sleep(WAIT_POLL_S)
+
+    async def _release_if_owner_gone(self, cache_key: str) -> None:
+        """Free a claim whose owner no longer runs (terminated, timed out): this chat
+        then claims the key and generates, instead of waiting for the claim's lease."""
+        owner = await self._cache.claim_owner(cache_key)
+        if owner is None or self._is_running is None or await self._is_running(owner):
+            return
+        log.warning("identical chat no longer runs: taking over its claim", owner=owner)
+        await self._cache.release(cache_key, owner)
 
     @activity.defn(name="remember_answer")
     async def remember_answer(self, answer: AnswerToRemember) -> bool:

@@ -26,10 +26,16 @@ class DraftPublisher:
     """Appends one attempt's streamed text to the chat's event log, in batches."""
 
     def __init__(
-        self, store: ChatStore, workflow_id: str, attempt: int, published_chars: int = 0
+        self,
+        store: ChatStore,
+        workflow_id: str,
+        attempt: int,
+        published_chars: int = 0,
+        run_id: str = "",
     ) -> None:
         self._store = store
         self.workflow_id = workflow_id
+        self._run_id = run_id
         self._attempt = attempt
         self._pending: list[str] = []
         self._pending_seq: int | None = None
@@ -117,7 +123,7 @@ class DraftPublisher:
         if self._broken:
             return False
         try:
-            await self._store.append_event(self.workflow_id, type_, data)
+            await self._store.append_event(self.workflow_id, type_, data, self._run_id)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, LookupError) as err:
             # The preview stops; the answer itself is unaffected.
             self._broken = True

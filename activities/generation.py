@@ -74,7 +74,9 @@ class GenerationActivities:
         mode = self._mode if request.mode is GenerationMode.AUTO else request.mode
         if request.mode is GenerationMode.AUTO and info.attempt == 1:
             await _best_effort(self._store.set_generation_mode(request.workflow_id, mode.value))
-        drafts = DraftPublisher(self._store, request.workflow_id, info.attempt)
+        drafts = DraftPublisher(
+            self._store, request.workflow_id, info.attempt, run_id=info.workflow_run_id or ""
+        )
         ledger = CallLedger(
             self._calls,
             self._prices,
@@ -83,6 +85,7 @@ class GenerationActivities:
             mode.value,
             request.model,
             estimate_prompt_tokens(request.messages),
+            run_id=info.workflow_run_id or "",
         )
         resumable = mode is GenerationMode.RESUME
         heartbeats = asyncio.create_task(
@@ -127,7 +130,9 @@ class GenerationActivities:
         self, request: GenerationRequest, drafts: DraftPublisher, ledger: CallLedger
     ) -> GeneratedText:
         """Restart mode: one streamed chat completion, counted as one LLM call."""
-        call_key = f"attempt-{activity.info().attempt}"
+        # Attempt numbers start again in a run made by a Reset: the run makes the key unique.
+        info = activity.info()
+        call_key = f"{info.workflow_run_id}:attempt-{info.attempt}"
         parts: list[str] = []
         usage: Usage | None = None
         finish_reason: str | None = None

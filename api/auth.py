@@ -27,6 +27,10 @@ def parse_api_keys(raw: str) -> dict[str, str]:
         user, sep, key = pair.partition(":")
         if not sep or not user or len(key) < 16:
             raise ValueError("API_KEYS must be user:key pairs with keys of 16+ characters")
+        if '"' in user or "\\" in user:
+            # Temporal's visibility cannot match such a ChatUserId (no quoting works), so
+            # the user's running chats could not be counted.
+            raise ValueError(f"API_KEYS: user {user!r} must not contain '\"' or '\\'")
         keys[key] = user
     return keys
 

@@ -27,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas import ChatStatus, ChunkOut, ChunkPage, StartChatBody, UsageOut
 from common import search_attributes
+from common.closes import RunState, closed_state, run_state
 from common.errors import (
     ChatNotFoundError,
     ChatNotRetryableError,
@@ -34,7 +35,7 @@ from common.errors import (
     RateLimitedError,
 )
 from common.history import recent_turns
-from common.models import ChatRequest, FinishReason, Progress, Stage, Turn
+from common.models import ChatRequest, FinishReason, Progress, ReconcileRequest, Stage, Turn
 from common.settings import Settings
 from storage import ChatStore, GenerationRow, LimitsStore
 from workflows import policies
@@ -47,7 +48,10 @@ _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.Ti
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0d8a1e-6f0e-4c55-9a43-3c1f1c2f7d10")
 
 # Failures a new attempt would only repeat: the prompt or the request itself was refused.
-_FINAL_ERROR_TYPES = {"InvalidPromptError", "ProviderRejectedError"}
+_FINAL_ERROR_TYPES = {"InvalidPromptError", "ProviderRejectedError", "ChunkConflictError"}
+# Ends a user may ask again after: a failure not in _FINAL_ERROR_TYPES, or an operator's
+# terminate and a timeout.
+_RETRYABLE_STAGES = {Stage.FAILED, Stage.TERMINATED, Stage.TIMED_OUT}
 
 _STATUS_NAMES = {
     WorkflowExecutionStatus.RUNNING: "running",
@@ -130,9 +134,11 @@ async def retry_chat(client: Client, store: ChatStore, settings: Settings, workf
     key, so an answer that meanwhile exists is reused). Returns the new chat's id, the
     same one for every retry of this chat: a double click starts one."""
     row = await db_call(store.get_generation(workflow_id))
-    if row is None or row.stage is not Stage.FAILED:
+    if row is None or row.stage not in _RETRYABLE_STAGES:
         stage = "running" if row is None else row.stage.value
-        raise ChatNotRetryableError(f"Only a failed chat can be retried; this one is {stage}.")
+        raise ChatNotRetryableError(
+            f"Only a failed, terminated or timed-out chat can be retried; this one is {stage}."
+        )
     if row.error_type in _FINAL_ERROR_TYPES:
         raise ChatNotRetryableError(
             f"This chat failed because {row.error or 'the request was refused'}; asking again "
@@ -197,6 +203,9 @@ async def _start_workflow(
                 ]
             ),
             task_timeout=policies.WORKFLOW_TASK_TIMEOUT,
+            execution_timeout=(
+                timedelta(seconds=settings.chat_timeout_s) if settings.chat_timeout_s else None
+            ),
         )
     except WorkflowAlreadyStartedError:
         if not keyed:
@@ -229,6 +238,12 @@ async def chat_status(
         progress = await _query_progress(handle, settings.status_query_timeout_s)
         if progress is not None:
             return _status_from_progress(settings, workflow_id, progress, row)
+    if description is not None and _record_lags(description, row):
+        # Closed in Temporal, still running in the record: an operator's terminate or a
+        # timeout. Say how it ended now, and have the record repaired.
+        state = await closed_state(client, description)
+        await request_reconcile(client, settings, workflow_id)
+        return _status_from_close(settings, workflow_id, state, row)
     status_name = (
         _STATUS_NAMES.get(description.status, "unknown")
         if description is not None and description.status is not None
@@ -246,6 +261,76 @@ async def chat_status(
             temporal_ui_url=temporal_ui_link(settings, workflow_id),
         )
     return _status_from_row(settings, row, status_name)
+
+
+def _record_lags(description: WorkflowExecutionDescription, row: GenerationRow | None) -> bool:
+    """Whether Temporal knows an end of the chat's current run that its record lacks."""
+    if description.status in (None, WorkflowExecutionStatus.RUNNING):
+        return False
+    if row is None or not row.stage.is_final:
+        return True
+    return row.run_id not in ("", description.run_id)
+
+
+def _status_from_close(
+    settings: Settings, workflow_id: str, state: RunState, row: GenerationRow | None
+) -> ChatStatus:
+    assert state.stage is not None
+    closed: dict[str, Any] = {
+        "status": state.stage.value,
+        "stage": state.stage.value,
+        "error": state.message or None,
+        "error_type": state.error_type or None,
+        "retryable": state.stage in _RETRYABLE_STAGES,
+        "source": "temporal",
+    }
+    if row is None:
+        return ChatStatus(
+            workflow_id=workflow_id,
+            progress=0.0,
+            chunks_saved=0,
+            total_chunks=None,
+            temporal_ui_url=temporal_ui_link(settings, workflow_id),
+            **closed,
+        )
+    return _status_from_row(settings, row, None).model_copy(update=closed)
+
+
+async def request_reconcile(client: Client, settings: Settings, workflow_id: str) -> None:
+    """Start ReconcileChatsWorkflow for this chat (one at a time: `reconcile-<id>`), which
+    writes the end Temporal knows into the chat's record and terminal event."""
+    try:
+        await client.start_workflow(
+            "ReconcileChatsWorkflow",
+            ReconcileRequest(workflow_ids=[workflow_id]),
+            id=f"reconcile-{workflow_id}",
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            execution_timeout=timedelta(minutes=15),
+            static_summary=f"Close the record of {workflow_id}",
+        )
+    except (RPCError, WorkflowAlreadyStartedError) as err:
+        log.warning("cannot start the reconciler", workflow_id=workflow_id, error=str(err))
+
+
+async def runs_in_temporal(client: Client, workflow_id: str) -> bool:
+    """Whether the chat's current run is running (False when Temporal cannot say)."""
+    try:
+        return (await run_state(client, workflow_id)).running
+    except RPCError:
+        return False
+
+
+async def reconcile_if_closed(client: Client, settings: Settings, workflow_id: str) -> None:
+    """For a stream that waits in vain: if the chat's run closed, have its record closed."""
+    try:
+        state = await run_state(client, workflow_id)
+    except RPCError as err:
+        log.info("cannot ask Temporal whether the chat runs", error=str(err))
+        return
+    if not state.running:
+        await request_reconcile(client, settings, workflow_id)
 
 
 async def chunk_page(
@@ -378,7 +463,7 @@ def _status_from_row(
         finish_reason=row.finish_reason,
         notice=_notice(row),
         error_type=row.error_type,
-        retryable=row.stage is Stage.FAILED and row.error_type not in _FINAL_ERROR_TYPES,
+        retryable=row.stage in _RETRYABLE_STAGES and row.error_type not in _FINAL_ERROR_TYPES,
         retry_of=row.retry_of,
         llm_calls=row.llm_calls,
         billed_usage=billed,
@@ -451,9 +536,33 @@ async def _ensure_owner_in_temporal(client: Client, workflow_id: str, user_id: s
         raise ChatNotFoundError(workflow_id)
 
 
-async def check_limits(limits: LimitsStore, settings: Settings, user_id: str) -> None:
+def running_chats_query(user_id: str) -> str:
+    """Visibility query of the user's chats that Temporal runs now. User ids never hold
+    a double quote or a backslash (api.auth refuses them: Temporal's query language has
+    no escape for them), so the id goes between double quotes as it is."""
+    return (
+        f'WorkflowType = "ChatStreamingWorkflow" AND {search_attributes.USER.name} = "{user_id}"'
+        ' AND ExecutionStatus = "Running"'
+    )
+
+
+async def running_chats(client: Client, user_id: str) -> int:
+    """The user's running chats, counted by Temporal's visibility (see docs/operations.md
+    for what a visibility lag means); not from records, which only a live run closes."""
+    try:
+        counted = await client.count_workflows(
+            running_chats_query(user_id), rpc_timeout=timedelta(seconds=5)
+        )
+    except RPCError as err:
+        raise _temporal_error(err) from err
+    return counted.count
+
+
+async def check_limits(
+    client: Client, limits: LimitsStore, settings: Settings, user_id: str
+) -> None:
     """429 when the user has too many chats running or started too many this minute."""
-    running = await db_call(limits.running_chats(user_id))
+    running = await running_chats(client, user_id)
     if running >= settings.max_concurrent_chats:
         raise RateLimitedError(
             f"{running} of your chats are still running (limit {settings.max_concurrent_chats});"

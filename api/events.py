@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -24,10 +25,16 @@ from storage import EVENTS_CHANNEL, ChatEvent, ChatStore
 
 log = structlog.get_logger(__name__)
 
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "terminated", "timed_out"})
 # A stream re-reads the log at least this often even without a NOTIFY (a notification
 # lost while the LISTEN connection was being re-established must not stall it).
 FALLBACK_POLL_S = 2.0
+# A stream that has received nothing for this long asks Temporal whether the chat
+# still runs (an operator may have terminated it: nothing would ever be written).
+CLOSE_CHECK_S = 2.0
+
+CloseCheck = Callable[[], Awaitable[None]]
+RunsCheck = Callable[[], Awaitable[bool]]
 
 
 class ChatEventHub:
@@ -91,13 +98,23 @@ class ChatEventHub:
 
 
 async def follow(
-    hub: ChatEventHub, store: ChatStore, workflow_id: str, after_seq: int
+    hub: ChatEventHub,
+    store: ChatStore,
+    workflow_id: str,
+    after_seq: int,
+    check_closed: CloseCheck | None = None,
+    still_runs: RunsCheck | None = None,
 ) -> AsyncIterator[ChatEvent]:
     """Yield the chat's events with seq > `after_seq`, then live ones, up to a terminal one.
 
     Each event is yielded once, in seq order; `wake` is cleared before each read, so a
-    NOTIFY that arrives during the read is not lost.
+    NOTIFY that arrives during the read is not lost. After `CLOSE_CHECK_S` without an
+    event, and as often again, `check_closed` runs: it has the record of a chat whose
+    workflow closed without writing its end repaired, which appends the terminal event.
+    A stream resumed after the terminal event ends at once, unless `still_runs` says
+    Temporal runs the chat again (an operator reset it: the new run's events follow).
     """
+    last_event_at = time.monotonic()
     with hub.subscribe(workflow_id) as wake:
         while True:
             wake.clear()
@@ -105,11 +122,17 @@ async def follow(
             for event in events:
                 yield event
                 after_seq = event.seq
+                last_event_at = time.monotonic()
                 if event.type in TERMINAL_EVENTS:
                     return
             if not events:
-                if await _already_finished(store, workflow_id, after_seq):
+                if await _already_finished(store, workflow_id, after_seq) and not (
+                    still_runs is not None and await still_runs()
+                ):
                     return  # resumed after the terminal event: nothing more will come
+                if check_closed is not None and time.monotonic() - last_event_at >= CLOSE_CHECK_S:
+                    last_event_at = time.monotonic()
+                    await check_closed()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=FALLBACK_POLL_S)
 

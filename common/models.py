@@ -21,10 +21,19 @@ class Stage(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    TERMINATED = "terminated"
+    """Ended by an operator (Terminate in the Temporal UI or CLI); written by the reconciler."""
+    TIMED_OUT = "timed_out"
+    """The workflow execution timeout expired; written by the reconciler."""
 
     @property
     def is_final(self) -> bool:
-        return self in (Stage.COMPLETED, Stage.FAILED, Stage.CANCELLED)
+        return self in _FINAL_STAGES
+
+
+_FINAL_STAGES = frozenset(
+    {Stage.COMPLETED, Stage.FAILED, Stage.CANCELLED, Stage.TERMINATED, Stage.TIMED_OUT}
+)
 
 
 class GenerationMode(StrEnum):
@@ -249,3 +258,23 @@ class CacheClaim:
 
     workflow_id: str
     cache_key: str
+
+
+@dataclass
+class ReconcileRequest:
+    """Which chats the reconciler checks: these ids, or (empty) every chat whose record
+    says running and has not changed for `older_than_s` (at most `limit` of them, the
+    longest unchanged first). Temporal decides; a chat that runs is left alone."""
+
+    workflow_ids: list[str] = field(default_factory=list)
+    older_than_s: float = 0.0
+    limit: int = 500
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconcile pass found: chats checked, and those whose record it closed."""
+
+    checked: int = 0
+    repaired: list[str] = field(default_factory=list)
+    claims_released: int = 0

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = None
     rate_limit_per_minute: int = Field(default=60, ge=1)  # chat starts per user
     max_concurrent_chats: int = Field(default=10, ge=1)  # running chats per user
+    # (counted in Temporal's visibility: workflows with the user's ChatUserId that run)
+
+    # Every chat's workflow execution timeout: a chat still running after this long is
+    # stopped by Temporal (and its record closed as timed_out). 0: no timeout.
+    chat_timeout_s: float = Field(default=3600.0, ge=0)
+    # The reconcile Schedule's interval (workers create it); 0: no schedule.
+    reconcile_interval_s: float = Field(default=60.0, ge=0)
 
     # Gateway
     gateway_host: str = "127.0.0.1"

@@ -9,11 +9,11 @@ from typing import Any
 
 import asyncpg
 
-from storage.chats import append_event
-
-# A claim older than this is considered abandoned (its owner was terminated without
-# releasing it) and may be taken over. Longer than the longest legitimate generation
-# plus checkpointing.
+# A claim older than this is considered abandoned and may be taken over: the last
+# resort. Sooner, a chat waiting on a claim takes it over once Temporal says its owner
+# no longer runs (activities.cache), and the reconciler releases the claims of chats
+# that closed without releasing them (activities.reconcile). Longer than the longest
+# legitimate generation plus checkpointing.
 CLAIM_LEASE_S = 20 * 60
 
 
@@ -103,28 +103,6 @@ class AnswerCacheStore:
             )
             return ClaimResult.CLAIMED, None
 
-    async def copy_into_chat(self, workflow_id: str, chunks: list[str]) -> None:
-        """Write a cached answer as this chat's chunks (with their events), idempotently."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            for index, text in enumerate(chunks):
-                inserted = await conn.fetchval(
-                    """
-                    INSERT INTO chunks (workflow_id, idx, text, worker, attempt)
-                    VALUES ($1, $2, $3, 'answer-cache', 1)
-                    ON CONFLICT (workflow_id, idx) DO NOTHING RETURNING true
-                    """,
-                    workflow_id,
-                    index,
-                    text,
-                )
-                if inserted:
-                    await append_event(
-                        conn,
-                        workflow_id,
-                        "chunk",
-                        {"index": index, "text": text, "total": len(chunks)},
-                    )
-
     async def remember(
         self,
         cache_key: str,
@@ -149,7 +127,9 @@ class AnswerCacheStore:
                 finish_reason)
             SELECT $1, 'ready', $2, string_agg(c.text, '' ORDER BY c.idx), $4, $5, $6, $7, $8,
                    now(), now() + make_interval(secs => $3), $9
-            FROM chunks c WHERE c.workflow_id = $2
+            FROM chunks c JOIN generations g
+                 ON g.workflow_id = c.workflow_id AND c.run_id = g.answer_run_id
+            WHERE c.workflow_id = $2
             ON CONFLICT (cache_key) DO UPDATE SET
                 state = 'ready', text = EXCLUDED.text, model = EXCLUDED.model,
                 prompt_tokens = EXCLUDED.prompt_tokens,
@@ -171,6 +151,21 @@ class AnswerCacheStore:
             finish_reason,
         )
         return bool(stored)
+
+    async def claim_owner(self, cache_key: str) -> str | None:
+        """The chat holding a pending claim on `cache_key`, if any."""
+        return await self._pool.fetchval(  # type: ignore[no-any-return]
+            "SELECT owner_workflow_id FROM answer_cache WHERE cache_key = $1 AND state = 'pending'",
+            cache_key,
+        )
+
+    async def release_all(self, workflow_id: str) -> int:
+        """Drop every pending claim of a chat that ended without releasing them."""
+        result = await self._pool.execute(
+            "DELETE FROM answer_cache WHERE owner_workflow_id = $1 AND state = 'pending'",
+            workflow_id,
+        )
+        return int(result.split()[-1])
 
     async def release(self, cache_key: str, workflow_id: str) -> None:
         """Drop the pending claim of a chat that will not produce the answer."""

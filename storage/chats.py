@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 import asyncpg
+import structlog
 
 from common.models import GenerationUpdate, Stage, Turn
+
+log = structlog.get_logger(__name__)
+
+CurrentRun = Callable[[str], Awaitable[str | None]]
+"""Asks Temporal which run of a workflow id is the current one (None: unknown id)."""
+
+
+class ChunkConflictError(Exception):
+    """A chunk already saved for this (chat, run, index) holds a different text."""
+
+    def __init__(self, workflow_id: str, run_id: str, index: int) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"Chunk {index} of chat {workflow_id} (run {run_id or 'before run ids'}) is "
+            "already saved with a different text: the answer was split differently, or "
+            "generated again in the same run. Refusing to mix two answers."
+        )
+
+
+class StaleRunError(LookupError):
+    """The writer belongs to a run that is no longer the chat's current one (reset)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +63,8 @@ class GenerationRow:
     updated_at: datetime
     completed_at: datetime | None
     last_event_seq: int = 0
+    run_id: str = ""
+    answer_run_id: str | None = None
     cache_key: str | None = None
     cache_hit: bool = False
     cached_from: str | None = None
@@ -76,10 +102,10 @@ _UPSERT_GENERATION = """
         workflow_id, stage, conversation_id, user_id, prompt, model, provider,
         total_chunks, prompt_tokens, completion_tokens, error, completed_at,
         cache_key, cache_hit, cached_from, saved_ms, saved_usd, cost_usd, generation_mode,
-        finish_reason, error_type, retry_of)
+        finish_reason, error_type, retry_of, run_id)
     VALUES ($1, $2, $3, COALESCE($4, 'anonymous'), COALESCE($5, ''), $6, $7,
             $8, $9, $10, $11, CASE WHEN $2 = ANY($12::text[]) THEN now() END,
-            $13, COALESCE($14, false), $15, $16, $17, $18, $19, $20, $21, $22)
+            $13, COALESCE($14, false), $15, $16, $17, $18, $19, $20, $21, $22, $23)
     ON CONFLICT (workflow_id) DO UPDATE SET
         stage             = CASE WHEN g.stage = ANY($12::text[]) THEN g.stage
                                  ELSE EXCLUDED.stage END,
@@ -107,7 +133,9 @@ _UPSERT_GENERATION = """
 """
 
 
-def _upsert_args(update: GenerationUpdate, cost_usd: float | None) -> tuple[object, ...]:
+def _upsert_args(
+    update: GenerationUpdate, cost_usd: float | None, run_id: str
+) -> tuple[object, ...]:
     return (
         update.workflow_id,
         update.stage.value,
@@ -131,27 +159,34 @@ def _upsert_args(update: GenerationUpdate, cost_usd: float | None) -> tuple[obje
         update.finish_reason,
         update.error_type,
         update.retry_of,
+        run_id,
     )
 
 
 async def append_event(
-    conn: asyncpg.Connection, workflow_id: str, type_: str, data: dict[str, Any]
+    conn: asyncpg.Connection,
+    workflow_id: str,
+    type_: str,
+    data: dict[str, Any],
+    run_id: str = "",
+    require_run: bool = False,
 ) -> int:
     """Allocate the chat's next seq (row lock on the generation) and insert the event.
 
     It is one statement, so alone it is its own transaction; inside a larger one, the
     lock is held until that commits. Either way the lock, held until commit, is what
     makes sequence numbers of one chat become visible in order. NOTIFY is delivered at
-    commit.
+    commit. `run_id` is the writer's run; with `require_run`, nothing is appended (and
+    LookupError raised) unless it is the chat's current run.
     """
     seq: int | None = await conn.fetchval(
         """
         WITH next AS (
             UPDATE generations SET last_event_seq = last_event_seq + 1
-            WHERE workflow_id = $1 RETURNING last_event_seq
+            WHERE workflow_id = $1 AND (NOT $6 OR run_id = $5) RETURNING last_event_seq
         ), inserted AS (
-            INSERT INTO chat_events (workflow_id, seq, type, data)
-            SELECT $1, last_event_seq, $2, $3::jsonb FROM next
+            INSERT INTO chat_events (workflow_id, seq, type, data, run_id)
+            SELECT $1, last_event_seq, $2, $3::jsonb, $5 FROM next
             RETURNING seq
         )
         SELECT seq, pg_notify($4, $1) FROM inserted
@@ -160,24 +195,48 @@ async def append_event(
         type_,
         json.dumps(data),
         EVENTS_CHANNEL,
+        run_id,
+        require_run,
     )
     if seq is None:
-        raise LookupError(f"no generation row for {workflow_id}: cannot log {type_}")
+        raise LookupError(f"no generation row of this run for {workflow_id}: cannot log {type_}")
     return seq
 
 
-class ChatStore:
-    """Reads and idempotent writes of chats, over an asyncpg pool."""
+class _Admission(Enum):
+    NO_ROW = "no row"
+    CURRENT = "current"
+    STALE = "stale"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+
+@dataclass(frozen=True)
+class _Locked:
+    admission: _Admission
+    stage: Stage | None = None
+    answer_run_id: str | None = None
+    total_chunks: int | None = None
+
+
+class ChatStore:
+    """Reads and idempotent, run-aware writes of chats, over an asyncpg pool.
+
+    Every write names the Temporal run that makes it (`run_id`, from the activity's
+    info). A write from a run other than the row's current one asks `current_run`
+    (Temporal) which run is current: a newer run (an operator's Reset) takes the chat
+    over, and viewers get a `reset` event; a write from an older run is ignored.
+    Without `current_run` (the gateway, which writes no chat), a new run is believed.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, current_run: CurrentRun | None = None) -> None:
         self._pool = pool
+        self._current_run = current_run
 
     async def ping(self) -> None:
         """Raise unless PostgreSQL answers and the schema is in place."""
         await self._pool.fetchval("SELECT count(*) FROM schema_migrations")
 
     async def record_generation(
-        self, update: GenerationUpdate, cost_usd: float | None = None
+        self, update: GenerationUpdate, cost_usd: float | None = None, run_id: str = ""
     ) -> None:
         """Upsert the generation row; `None` fields keep what is stored.
 
@@ -186,29 +245,38 @@ class ChatStore:
         the same transaction. Idempotent: the same update applied twice leaves the same
         row and appends nothing the second time.
 
-        A final stage is never left: an update of an earlier stage that arrives after it
-        (a `record_generation` still running on a worker when the chat was cancelled)
-        fills in its fields but keeps the stage, and appends nothing after the terminal
-        event.
+        Within a run a final stage is never left: an update of an earlier stage that
+        arrives after it (a `record_generation` still running on a worker when the chat
+        was cancelled) fills in its fields but keeps the stage, and appends nothing
+        after the terminal event. A newer run (a Reset) does leave it.
         """
+        before_answer = update.stage in (Stage.QUEUED, Stage.VALIDATING, Stage.GENERATING)
         async with self._pool.acquire() as conn, conn.transaction():
-            previous = await conn.fetchval(
-                "SELECT stage FROM generations WHERE workflow_id = $1 FOR UPDATE",
-                update.workflow_id,
+            locked = await self._admit(
+                conn, update.workflow_id, run_id, update.stage, keeps_answer=not before_answer
             )
-            await conn.execute(_UPSERT_GENERATION, *_upsert_args(update, cost_usd))
-            if previous == update.stage.value or (previous and Stage(previous).is_final):
+            if locked.admission is _Admission.STALE:
                 return
-            stage_event: dict[str, Any] = {"stage": update.stage.value}
-            if update.cache_hit:
-                stage_event["cache_hit"] = True
-            if update.total_chunks is not None:
-                stage_event["total_chunks"] = update.total_chunks
-            await append_event(conn, update.workflow_id, "stage", stage_event)
-            if update.stage.is_final:
-                await append_event(
-                    conn, update.workflow_id, update.stage.value, {"error": update.error}
-                )
+            await conn.execute(_UPSERT_GENERATION, *_upsert_args(update, cost_usd, run_id))
+            previous = locked.stage
+            if previous is update.stage or (previous is not None and previous.is_final):
+                return
+            await self._append_stage_events(conn, update, run_id)
+
+    async def _append_stage_events(
+        self, conn: asyncpg.Connection, update: GenerationUpdate, run_id: str
+    ) -> None:
+        stage_event: dict[str, Any] = {"stage": update.stage.value}
+        if update.cache_hit:
+            stage_event["cache_hit"] = True
+        if update.total_chunks is not None:
+            stage_event["total_chunks"] = update.total_chunks
+        await append_event(conn, update.workflow_id, "stage", stage_event, run_id)
+        if update.stage.is_final:
+            terminal: dict[str, Any] = {"error": update.error}
+            if update.error_type:
+                terminal["error_type"] = update.error_type
+            await append_event(conn, update.workflow_id, update.stage.value, terminal, run_id)
 
     async def set_generation_mode(self, workflow_id: str, mode: str) -> None:
         """Record the mode a worker chose for an `auto` chat (what a retry will do)."""
@@ -217,42 +285,311 @@ class ChatStore:
         )
 
     async def insert_chunk(
-        self, workflow_id: str, index: int, text: str, worker: str, attempt: int, total: int
+        self,
+        workflow_id: str,
+        index: int,
+        text: str,
+        worker: str,
+        attempt: int,
+        total: int,
+        run_id: str = "",
     ) -> bool:
-        """Insert chunk `index` once, with its `chunk` event; False when it was already there.
+        """Insert chunk `index` of the chat's current answer once, with its `chunk` event.
 
-        The first writer wins: a retry after a crash that happened after the commit
-        keeps the original row (and its worker and attempt) and appends no event.
+        Returns False when it was already there (the first writer's row, worker and
+        attempt are kept: a retry after a crash that happened after the commit appends
+        no event) or when the writer's run is no longer current. The same index with a
+        different text raises ChunkConflictError: two answers are never mixed.
         """
         async with self._pool.acquire() as conn, conn.transaction():
+            locked = await self._admit(
+                conn, workflow_id, run_id, Stage.CHECKPOINTING, keeps_answer=True
+            )
+            if locked.admission is _Admission.STALE:
+                return False
+            if locked.admission is _Admission.NO_ROW:
+                raise LookupError(f"no generation row for {workflow_id}: cannot save chunk")
+            answer_run = locked.answer_run_id
+            if answer_run is None:
+                answer_run = run_id
+                await conn.execute(
+                    "UPDATE generations SET answer_run_id = $2 WHERE workflow_id = $1",
+                    workflow_id,
+                    answer_run,
+                )
             inserted = await conn.fetchval(
                 """
-                INSERT INTO chunks (workflow_id, idx, text, worker, attempt)
-                VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT (workflow_id, idx) DO NOTHING
+                INSERT INTO chunks (workflow_id, run_id, idx, text, worker, attempt, writer_run_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)
+                ON CONFLICT (workflow_id, run_id, idx) DO NOTHING
                 RETURNING true
                 """,
                 workflow_id,
+                answer_run,
                 index,
                 text,
                 worker,
                 attempt,
+                run_id,
             )
             if not inserted:
+                stored = await conn.fetchval(
+                    "SELECT text FROM chunks WHERE workflow_id = $1 AND run_id = $2 AND idx = $3",
+                    workflow_id,
+                    answer_run,
+                    index,
+                )
+                if stored != text:
+                    raise ChunkConflictError(workflow_id, answer_run, index)
                 return False
             await append_event(
-                conn, workflow_id, "chunk", {"index": index, "text": text, "total": total}
+                conn,
+                workflow_id,
+                "chunk",
+                {"index": index, "text": text, "total": total},
+                run_id,
             )
             return True
 
-    async def append_event(self, workflow_id: str, type_: str, data: dict[str, Any]) -> int:
+    async def copy_answer(
+        self, workflow_id: str, chunks: list[str], worker: str, run_id: str = ""
+    ) -> None:
+        """Write a cached answer as this run's answer (chunks and their events), idempotently."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            locked = await self._admit(
+                conn, workflow_id, run_id, Stage.VALIDATING, keeps_answer=False
+            )
+            if locked.admission is _Admission.STALE:
+                return
+            await conn.execute(
+                "UPDATE generations SET answer_run_id = $2 WHERE workflow_id = $1",
+                workflow_id,
+                run_id,
+            )
+            for index, text in enumerate(chunks):
+                inserted = await conn.fetchval(
+                    """
+                    INSERT INTO chunks (workflow_id, run_id, idx, text, worker, attempt,
+                                        writer_run_id)
+                    VALUES ($1, $2, $3, $4, $5, 1, $2)
+                    ON CONFLICT (workflow_id, run_id, idx) DO NOTHING RETURNING true
+                    """,
+                    workflow_id,
+                    run_id,
+                    index,
+                    text,
+                    worker,
+                )
+                if inserted:
+                    await append_event(
+                        conn,
+                        workflow_id,
+                        "chunk",
+                        {"index": index, "text": text, "total": len(chunks)},
+                        run_id,
+                    )
+
+    async def append_event(
+        self, workflow_id: str, type_: str, data: dict[str, Any], run_id: str = ""
+    ) -> int:
         """Append one event to the chat's log (and notify listeners); return its seq.
 
-        One statement, so its own transaction: the row lock and the NOTIFY last until
-        it commits, as append_event requires, without BEGIN and COMMIT round trips.
+        The common case (the writer's run is current) is one statement, so its own
+        transaction: the row lock and the NOTIFY last until it commits, as append_event
+        requires, without BEGIN and COMMIT round trips. A run that is not the row's
+        takes the slow path: it takes the chat over (StaleRunError if it is older).
         """
         async with self._pool.acquire() as conn:
-            return await append_event(conn, workflow_id, type_, data)
+            try:
+                return await append_event(
+                    conn, workflow_id, type_, data, run_id, require_run=bool(run_id)
+                )
+            except LookupError:
+                if not run_id:
+                    raise
+            async with conn.transaction():
+                locked = await self._admit(
+                    conn, workflow_id, run_id, Stage.GENERATING, keeps_answer=False
+                )
+                if locked.admission is _Admission.STALE:
+                    raise StaleRunError(f"run {run_id} of {workflow_id} is no longer current")
+                return await append_event(conn, workflow_id, type_, data, run_id)
+
+    async def close_run(
+        self,
+        workflow_id: str,
+        run_id: str,
+        stage: Stage,
+        error: str,
+        error_type: str,
+    ) -> bool:
+        """Close the record of a run that ended without closing it itself (terminated,
+        timed out): the final stage, its message, a terminal event. Returns False when
+        the record already says this run ended (nothing to repair)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT run_id, stage FROM generations WHERE workflow_id = $1 FOR UPDATE",
+                workflow_id,
+            )
+            if row is None:
+                return False
+            same_run = row["run_id"] in ("", run_id)
+            if same_run and Stage(row["stage"]).is_final:
+                return False
+            if not same_run:
+                await self._switch_run(
+                    conn, workflow_id, row["run_id"], run_id, stage, keeps_answer=True
+                )
+            await conn.execute(
+                """
+                UPDATE generations SET stage = $2, error = $3, error_type = $4, run_id = $5,
+                       completed_at = now(), updated_at = now()
+                WHERE workflow_id = $1
+                """,
+                workflow_id,
+                stage.value,
+                error,
+                error_type,
+                run_id,
+            )
+            update = GenerationUpdate(workflow_id, stage, error=error, error_type=error_type)
+            await self._append_stage_events(conn, update, run_id)
+            return True
+
+    async def unfinished_chats(self, older_than_s: float, limit: int) -> list[str]:
+        """Chats whose record says running and has not changed for `older_than_s`."""
+        rows = await self._pool.fetch(
+            """
+            SELECT workflow_id FROM generations
+            WHERE status = 'running' AND updated_at < now() - make_interval(secs => $1)
+            ORDER BY updated_at LIMIT $2
+            """,
+            older_than_s,
+            limit,
+        )
+        return [r["workflow_id"] for r in rows]
+
+    async def _admit(
+        self,
+        conn: asyncpg.Connection,
+        workflow_id: str,
+        run_id: str,
+        stage: Stage,
+        *,
+        keeps_answer: bool,
+    ) -> _Locked:
+        """Lock the chat's row and decide whether `run_id` may write it.
+
+        A write of another run than the row's asks Temporal: if the writer is the current
+        run, it takes the chat over (`_switch_run`, at `stage`; `keeps_answer` when it
+        continues its predecessor's answer, as a run reset mid-checkpoint does).
+        """
+        row = await conn.fetchrow(
+            """
+            SELECT run_id, stage, answer_run_id, total_chunks FROM generations
+            WHERE workflow_id = $1 FOR UPDATE
+            """,
+            workflow_id,
+        )
+        if row is None:
+            return _Locked(_Admission.NO_ROW)
+        locked = _Locked(
+            _Admission.CURRENT, Stage(row["stage"]), row["answer_run_id"], row["total_chunks"]
+        )
+        if not run_id or row["run_id"] == run_id:
+            return locked
+        if row["run_id"] == "":  # written before runs were recorded: adopt it quietly
+            await conn.execute(
+                "UPDATE generations SET run_id = $2 WHERE workflow_id = $1", workflow_id, run_id
+            )
+            return locked
+        current = run_id if self._current_run is None else await self._current_run(workflow_id)
+        if current != run_id:
+            log.info(
+                "write from a run that is no longer current ignored",
+                workflow_id=workflow_id,
+                writer_run=run_id,
+                current_run=current,
+            )
+            return _Locked(_Admission.STALE)
+        return await self._switch_run(
+            conn, workflow_id, row["run_id"], run_id, stage, keeps_answer=keeps_answer
+        )
+
+    async def _switch_run(
+        self,
+        conn: asyncpg.Connection,
+        workflow_id: str,
+        previous_run: str,
+        run_id: str,
+        stage: Stage,
+        *,
+        keeps_answer: bool,
+    ) -> _Locked:
+        """Make `run_id` the chat's current run (it was reset from `previous_run`).
+
+        Viewers get a `reset` event (drop everything shown), the stage, and, when the
+        new run continues the same answer, that answer's chunks saved so far: what
+        follows is one run's answer, never a mix.
+        """
+        row = await conn.fetchrow(
+            """
+            UPDATE generations SET
+                run_id = $2, stage = $3, completed_at = NULL, error = NULL, error_type = NULL,
+                updated_at = now(),
+                answer_run_id     = CASE WHEN $4 THEN answer_run_id END,
+                total_chunks      = CASE WHEN $4 THEN total_chunks END,
+                prompt_tokens     = CASE WHEN $4 THEN prompt_tokens END,
+                completion_tokens = CASE WHEN $4 THEN completion_tokens END,
+                finish_reason     = CASE WHEN $4 THEN finish_reason END,
+                cost_usd          = CASE WHEN $4 THEN cost_usd END,
+                cache_hit         = CASE WHEN $4 THEN cache_hit ELSE false END,
+                cached_from       = CASE WHEN $4 THEN cached_from END,
+                saved_ms          = CASE WHEN $4 THEN saved_ms END,
+                saved_usd         = CASE WHEN $4 THEN saved_usd END
+            WHERE workflow_id = $1
+            RETURNING answer_run_id, total_chunks
+            """,
+            workflow_id,
+            run_id,
+            stage.value,
+            keeps_answer,
+        )
+        assert row is not None
+        log.warning(
+            "chat taken over by a new run (reset by an operator)",
+            workflow_id=workflow_id,
+            previous_run=previous_run,
+            run=run_id,
+            keeps_answer=keeps_answer,
+        )
+        reason = "An operator reset this chat in Temporal: it runs again" + (
+            " and continues the same answer." if keeps_answer else " from an earlier step."
+        )
+        await append_event(
+            conn,
+            workflow_id,
+            "reset",
+            {"scope": "run", "run_id": run_id, "previous_run_id": previous_run, "reason": reason},
+            run_id,
+        )
+        await append_event(conn, workflow_id, "stage", {"stage": stage.value}, run_id)
+        answer_run, total = row["answer_run_id"], row["total_chunks"]
+        if answer_run is not None:
+            chunks = await conn.fetch(
+                "SELECT idx, text FROM chunks WHERE workflow_id = $1 AND run_id = $2 ORDER BY idx",
+                workflow_id,
+                answer_run,
+            )
+            for chunk in chunks:
+                await append_event(
+                    conn,
+                    workflow_id,
+                    "chunk",
+                    {"index": chunk["idx"], "text": chunk["text"], "total": total},
+                    run_id,
+                )
+        return _Locked(_Admission.CURRENT, stage, answer_run, total)
 
     async def last_preview_event(self, workflow_id: str) -> ChatEvent | None:
         """The chat's latest `delta` or `reset` event: where its live preview stands."""
@@ -284,7 +621,8 @@ class ChatStore:
     async def get_generation(self, workflow_id: str) -> GenerationRow | None:
         row = await self._pool.fetchrow(
             """
-            SELECT g.*, (SELECT count(*) FROM chunks c WHERE c.workflow_id = g.workflow_id)
+            SELECT g.*, (SELECT count(*) FROM chunks c
+                         WHERE c.workflow_id = g.workflow_id AND c.run_id = g.answer_run_id)
                         AS chunks_saved,
                    b.*
             FROM generations g,
@@ -320,6 +658,7 @@ class ChatStore:
             """
             SELECT idx, text, worker, attempt FROM chunks
             WHERE workflow_id = $1 AND idx >= $2
+              AND run_id = (SELECT answer_run_id FROM generations WHERE workflow_id = $1)
             ORDER BY idx LIMIT $3
             """,
             workflow_id,
@@ -339,7 +678,7 @@ class ChatStore:
             """
             SELECT g.prompt,
                    (SELECT string_agg(c.text, '' ORDER BY c.idx) FROM chunks c
-                    WHERE c.workflow_id = g.workflow_id) AS answer
+                    WHERE c.workflow_id = g.workflow_id AND c.run_id = g.answer_run_id) AS answer
             FROM generations g
             WHERE g.conversation_id = $1 AND g.user_id = $2 AND g.stage = 'completed'
             ORDER BY g.created_at

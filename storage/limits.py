@@ -33,14 +33,6 @@ class LimitsStore:
         assert row is not None
         return int(row["count"]), max(1, int(row["seconds_left"]))
 
-    async def running_chats(self, user_id: str) -> int:
-        """Chats of the user that a worker has picked up and that have not finished."""
-        count = await self._pool.fetchval(
-            "SELECT count(*) FROM generations WHERE user_id = $1 AND status = 'running'",
-            user_id,
-        )
-        return int(count or 0)
-
     async def owner_of(self, workflow_id: str) -> str | None:
         return await self._pool.fetchval(  # type: ignore[no-any-return]
             "SELECT user_id FROM generations WHERE workflow_id = $1", workflow_id

@@ -17,6 +17,8 @@ class OpenCall:
     prompt_tokens: int | None
     chars_seen: int
     """Characters of this call's text that reached the chat's event log (live deltas)."""
+    mode: str = "restart"
+    """resume: `call_key` is the provider's id of a background response."""
 
 
 class LlmCallStore:
@@ -33,14 +35,15 @@ class LlmCallStore:
         mode: str,
         model: str | None,
         prompt_tokens: int | None,
+        run_id: str = "",
     ) -> None:
         """Record a generation the provider accepted; a second begin of the same key
         (a re-attach, a retried write) changes nothing."""
         await self._pool.execute(
             """
             INSERT INTO llm_calls (workflow_id, call_key, attempt, mode, model, prompt_tokens,
-                                   usage_estimated)
-            VALUES ($1, $2, $3, $4, $5, $6, true)
+                                   usage_estimated, run_id)
+            VALUES ($1, $2, $3, $4, $5, $6, true, $7)
             ON CONFLICT (workflow_id, call_key) DO NOTHING
             """,
             workflow_id,
@@ -49,6 +52,7 @@ class LlmCallStore:
             mode,
             model,
             prompt_tokens,
+            run_id,
         )
 
     async def finish(
@@ -90,9 +94,10 @@ class LlmCallStore:
         with the characters of their attempt's live deltas."""
         rows = await self._pool.fetch(
             """
-            SELECT l.call_key, l.attempt, l.model, l.prompt_tokens,
+            SELECT l.call_key, l.attempt, l.model, l.prompt_tokens, l.mode,
                    COALESCE((SELECT sum(length(e.data->>'text')) FROM chat_events e
                              WHERE e.workflow_id = l.workflow_id AND e.type = 'delta'
+                               AND e.run_id = l.run_id
                                AND (e.data->>'attempt')::int = l.attempt
                                AND (l.mode = 'restart'
                                     OR e.data->>'response_id' = l.call_key)), 0) AS chars_seen
@@ -105,7 +110,12 @@ class LlmCallStore:
         )
         return [
             OpenCall(
-                r["call_key"], r["attempt"], r["model"], r["prompt_tokens"], int(r["chars_seen"])
+                r["call_key"],
+                r["attempt"],
+                r["model"],
+                r["prompt_tokens"],
+                int(r["chars_seen"]),
+                r["mode"],
             )
             for r in rows
         ]

@@ -33,7 +33,7 @@ TERMINAL_STATUSES = frozenset(
 )
 # Event types that end a chat's stream; a workflow terminated or timed out in Temporal
 # ends without one (only its status says so).
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "terminated", "timed_out"})
 # The gateway sends a keep-alive comment every 15 s: a stream silent for longer is dead.
 STREAM_READ_TIMEOUT_S = 45.0
 
@@ -155,7 +155,8 @@ class ChatEvent:
 
     @property
     def is_terminal(self) -> bool:
-        """True for the last event of the stream (completed, failed or cancelled)."""
+        """True for the last event of the stream (completed, failed, cancelled,
+        terminated or timed_out)."""
         return self.type in TERMINAL_EVENTS
 
 

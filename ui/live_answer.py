@@ -7,7 +7,8 @@ Pure, no Chainlit and no I/O: ``LiveAnswer.apply`` takes the events of
   by offset). A retried call that re-attached to the same generation continues it; a
   ``reset`` (the call started over, e.g. after a worker died with a provider that
   cannot resume) drops it, because the new attempt streams the answer again from its
-  first token;
+  first token; a ``reset`` with ``"scope": "run"`` (an operator reset the chat in
+  Temporal) drops the preview and the chunks: the new run's answer follows;
 - the *checkpointed* chunks (``chunk`` events, placed by index, they may arrive out
   of order): the durable answer;
 - the stage, the chunk count and, at the end, the outcome.
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from ui.gateway_client import ChatEvent
 
 DEFAULT_RESTART_NOTE = "The answer restarted: the LLM call was retried from the start."
+DEFAULT_RUN_RESET_NOTE = "An operator reset this chat in Temporal: the answer is rebuilt."
 
 
 @dataclass(slots=True)
@@ -47,6 +49,15 @@ class LiveAnswer:
             self.total_chunks = _count(data.get("total_chunks")) or self.total_chunks
         elif event.type == "delta":
             self._add_delta(data.get("attempt"), data.get("offset"), data.get("text"))
+        elif event.type == "reset" and data.get("scope") == "run":
+            # An operator reset the chat in Temporal: the new run's answer follows
+            # (its chunks, from 0, and its own attempts), nothing of the old one stays.
+            self.attempt = 0
+            self.preview = ""
+            self.chunks.clear()
+            self.total_chunks = None
+            self.outcome = self.error = None
+            self.restart_notes.append(_text(data.get("reason")) or DEFAULT_RUN_RESET_NOTE)
         elif event.type == "reset":
             attempt = _count(data.get("attempt"))
             if attempt is not None and attempt < self.attempt:

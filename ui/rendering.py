@@ -163,6 +163,12 @@ def render_ended(
         notice = f"**The answer failed**: {error or 'the workflow failed'}"
         if status is not None and status.retryable:
             notice += f" — {RETRY_HINT}"
+    elif outcome in ("terminated", "timed_out"):
+        kept = "what was saved is kept above" if text.strip() else "nothing was saved"
+        title = "Terminated" if outcome == "terminated" else "Timed out"
+        notice = f"**{title}**: {error or 'the workflow was stopped in Temporal'} ({kept})"
+        if status is not None and status.retryable:
+            notice += f" — {RETRY_HINT}"
     elif status is not None and status.notice:
         notice = f"*{status.notice}*"
     elif outcome != "completed":

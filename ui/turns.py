@@ -342,7 +342,9 @@ class TurnRunner:
             status = watchdog.result()
         self.record.state = "done"
         self.record.retryable = (
-            status is not None and status.status == "failed" and status.retryable
+            status is not None
+            and status.status in ("failed", "terminated", "timed_out")
+            and status.retryable
         )
         await self._publish(
             rendering.render_ended(

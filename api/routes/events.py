@@ -10,7 +10,7 @@ from sse_starlette import EventSourceResponse
 
 from api import chats
 from api.auth import CurrentUser
-from api.deps import HubDep, StoreDep, TemporalDep
+from api.deps import HubDep, SettingsDep, StoreDep, TemporalDep
 from api.events import follow, sse_message
 from api.routes.workflows import WorkflowId
 from api.schemas import ERROR_RESPONSES
@@ -46,19 +46,28 @@ async def events(
     client: TemporalDep,
     store: StoreDep,
     hub: HubDep,
+    settings: SettingsDep,
     user: CurrentUser,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     last_event_id: Annotated[str | None, Query(max_length=40)] = None,
 ) -> EventSourceResponse:
     """The chat's events, each with an `id:`: `stage`, live `delta` text (a preview;
-    `reset` drops it), checkpointed `chunk`s, and a terminal `completed`, `failed` or
-    `cancelled`. Reconnect with `Last-Event-ID` (header or `last_event_id` query) to
+    `reset` drops it), checkpointed `chunk`s, and a terminal `completed`, `failed`,
+    `cancelled`, `terminated` or `timed_out`. A `reset` with `"scope": "run"` means an
+    operator reset the chat in Temporal: drop everything shown, the new run's answer
+    follows. Reconnect with `Last-Event-ID` (header or `last_event_id` query) to
     get exactly the events missed, then live ones."""
     after = parse_last_event_id(last_event_id_header, last_event_id)
     await chats.ensure_owner(client, store, workflow_id, user)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
-        async for event in follow(hub, store, workflow_id, after):
+        async def check_closed() -> None:
+            await chats.reconcile_if_closed(client, settings, workflow_id)
+
+        async def still_runs() -> bool:
+            return await chats.runs_in_temporal(client, workflow_id)
+
+        async for event in follow(hub, store, workflow_id, after, check_closed, still_runs):
             if await request.is_disconnected():
                 return
             yield sse_message(event)

@@ -51,7 +51,7 @@ async def start(
         raise PromptTooLargeError(
             f"max_tokens {body.max_tokens} is above the limit of {settings.max_tokens_limit}."
         )
-    await chats.check_limits(limits, settings, user)
+    await chats.check_limits(client, limits, settings, user)
     workflow_id = await chats.start_chat(client, store, settings, body, user)
     return StartChatResponse(
         workflow_id=workflow_id,
@@ -119,7 +119,7 @@ async def retry(
     """Ask a failed chat again (after a provider outage, say): a new chat with the same
     request, started once however often this is called. Follow it like any chat."""
     await chats.ensure_owner(client, store, workflow_id, user)
-    await chats.check_limits(limits, settings, user)
+    await chats.check_limits(client, limits, settings, user)
     retry_id = await chats.retry_chat(client, store, settings, workflow_id)
     return StartChatResponse(
         workflow_id=retry_id,
