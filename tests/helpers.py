@@ -35,9 +35,11 @@ def expected_answer(
     temperature: float = 0.7,
     model: str = "simulator",
     history: list[dict[str, str]] | None = None,
+    variant: str = "",
 ) -> str:
     """The simulator's answer for this request, computed without asking it."""
-    return "".join(expected_reply(prompt, max_tokens, temperature, model, history).tokens)
+    reply = expected_reply(prompt, max_tokens, temperature, model, history, variant)
+    return "".join(reply.tokens)
 
 
 def expected_reply(
@@ -46,10 +48,12 @@ def expected_reply(
     temperature: float = 0.7,
     model: str = "simulator",
     history: list[dict[str, str]] | None = None,
+    variant: str = "",
 ) -> SimulatedReply:
-    """The simulator's reply for this request (tokens, finish reason, natural length)."""
+    """The simulator's reply for this request (tokens, finish reason, natural length);
+    `variant`: as answered under `POST /sim/variant`."""
     messages = [*(history or []), {"role": "user", "content": prompt}]
-    return simulated_reply(messages, model, max_tokens, temperature)
+    return simulated_reply(messages, model, max_tokens, temperature, variant)
 
 
 def prompt_ending(finish_reason: str, max_tokens: int, text: str = "Tell me about it") -> str:
@@ -103,7 +107,11 @@ async def read_all_chunks(gateway: httpx.AsyncClient, workflow_id: str) -> list[
 
 async def chunk_rows(db: asyncpg.Pool, workflow_id: str) -> list[asyncpg.Record]:
     return await db.fetch(
-        "SELECT idx, text, worker, attempt FROM chunks WHERE workflow_id = $1 ORDER BY idx",
+        """
+        SELECT c.idx, c.text, c.worker, c.attempt FROM chunks c
+        JOIN generations g ON g.workflow_id = c.workflow_id AND c.run_id = g.answer_run_id
+        WHERE c.workflow_id = $1 ORDER BY c.idx
+        """,
         workflow_id,
     )
 
@@ -117,7 +125,7 @@ async def generations_for(simulator: httpx.AsyncClient, prompt: str) -> dict[str
 HISTORIES_DIR = Path(__file__).parent / "histories"
 # Histories recorded now are named `<version>-<scenario>.json`; older versions' files
 # stay (see docs/upgrades.md). Bump it when a release changes the workflow's commands.
-HISTORY_VERSION = "v4"
+HISTORY_VERSION = "v5"
 
 
 async def keep_history(handle: Any, scenario: str) -> None:
@@ -193,7 +201,11 @@ def checkpointed_text(events: list[dict[str, Any]]) -> str:
 
 
 async def start_chat_directly(
-    temporal: Any, request: Any, user: str = "tester", task_queue: str = "chat-queue"
+    temporal: Any,
+    request: Any,
+    user: str = "tester",
+    task_queue: str = "chat-queue",
+    execution_timeout: Any = None,
 ) -> Any:
     """Start a ChatStreamingWorkflow through Temporal, bypassing the gateway, as the
     gateway would for `user` (owner, search attributes, task timeout), so the gateway
@@ -212,6 +224,7 @@ async def start_chat_directly(
         id=f"chat-test-{uuid.uuid4()}",
         task_queue=task_queue,
         task_timeout=policies.WORKFLOW_TASK_TIMEOUT,
+        execution_timeout=execution_timeout,
         search_attributes=TypedSearchAttributes(
             [SearchAttributePair(search_attributes.USER, user)]
         ),
@@ -294,6 +307,17 @@ async def simulator_fault(simulator: httpx.AsyncClient, **fault: object) -> Asyn
         yield
     finally:
         await simulator.delete("/sim/faults")
+
+
+@contextlib.asynccontextmanager
+async def simulator_variant(simulator: httpx.AsyncClient, variant: str) -> AsyncIterator[None]:
+    """Inside the block the simulator answers new requests with another reply than usual
+    (`POST /sim/variant`), as a real model sampling again would."""
+    (await simulator.post("/sim/variant", json={"variant": variant})).raise_for_status()
+    try:
+        yield
+    finally:
+        await simulator.delete("/sim/variant")
 
 
 @contextlib.asynccontextmanager

@@ -23,6 +23,7 @@ from tests.helpers import (
     wait_status,
 )
 from workflows.chat import ChatStreamingWorkflow
+from workflows.reconcile import ReconcileChatsWorkflow
 
 
 async def _replay(histories: list[WorkflowHistory]) -> None:
@@ -30,7 +31,7 @@ async def _replay(histories: list[WorkflowHistory]) -> None:
         for history in histories:
             yield history
 
-    replayer = Replayer(workflows=[ChatStreamingWorkflow])
+    replayer = Replayer(workflows=[ChatStreamingWorkflow, ReconcileChatsWorkflow])
     results = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
     failures = {run_id: str(err) for run_id, err in results.replay_failures.items()}
     assert failures == {}
