@@ -11,8 +11,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -32,6 +30,12 @@ from activities.provider import ProviderLimits
 from activities.reconcile import ReconcileActivities, ensure_reconcile_schedule
 from activities.validation import validate_prompt
 from common.closes import current_run_id, run_state
+from common.contract import (
+    GRACEFUL_SHUTDOWN,
+    MAX_HEARTBEAT_THROTTLE,
+    STICKY_SCHEDULE_TO_START,
+    worker_identity,
+)
 from common.llm import ResumeUnsupportedError, build_llm_client, decide_generation_mode
 from common.log import configure_logging
 from common.pricing import DEFAULT_PRICES
@@ -43,16 +47,6 @@ from workflows.chat import ChatStreamingWorkflow
 from workflows.reconcile import ReconcileChatsWorkflow
 
 log = structlog.get_logger("worker")
-
-# How long a workflow task waits on a dead worker's sticky queue before any worker may
-# take it (the SDK default is 10 s). Short, so a killed worker is replaced quickly; the
-# cost is an occasional full replay when a live worker is slow to poll.
-STICKY_SCHEDULE_TO_START = timedelta(seconds=1)
-# Heartbeat details reach the server at most this late (the SDK default is up to 80% of
-# the heartbeat timeout): a resumable generation's resume point must not lag behind.
-MAX_HEARTBEAT_THROTTLE = timedelta(seconds=1)
-# On SIGTERM, in-flight activities get this long to finish before they are cancelled.
-GRACEFUL_SHUTDOWN = timedelta(seconds=5)
 
 
 class _BindActivityContext(Interceptor):
@@ -82,11 +76,6 @@ class _ActivityContext(ActivityInboundInterceptor):
             worker=self._worker,
         ):
             return await super().execute_activity(input)
-
-
-def worker_identity() -> str:
-    """`worker-<pid>@<host>`: enough to find, and kill, the process that did something."""
-    return f"worker-{os.getpid()}@{socket.gethostname()}"
 
 
 def _metrics_port(base: int, index: int) -> int:

@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable
 import structlog
 from temporalio import activity
 
+from common.chunking import split_into_chunks
 from common.models import AnswerLookup, AnswerToRemember, CacheClaim, CacheOutcome, Usage
 from common.pricing import ModelPrice, estimate_cost_usd
 from storage import AnswerCacheStore, ChatStore, ClaimResult
-from workflows.chunking import split_into_chunks
 
 log = structlog.get_logger(__name__)
 

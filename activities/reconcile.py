@@ -33,13 +33,14 @@ from temporalio.service import RPCError
 from activities.billing import CallLedger
 from common import metrics
 from common.closes import run_state
+from common.contract import RECONCILE_SCHEDULE_ID, RECONCILE_WORKFLOW
 from common.models import ReconcileReport, ReconcileRequest
 from common.pricing import ModelPrice
 from storage import AnswerCacheStore, ChatStore, LlmCallStore
 
 log = structlog.get_logger(__name__)
 
-SCHEDULE_ID = "durable-chat-reconcile"
+SCHEDULE_ID = RECONCILE_SCHEDULE_ID
 # Chats checked at once (each is a describe and, for a closed one, a history read).
 _CONCURRENCY = 8
 
@@ -133,7 +134,7 @@ async def ensure_reconcile_schedule(client: Client, task_queue: str, every_s: fl
     `every_s` seconds. Every worker calls it at start; the first one creates it."""
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
-            "ReconcileChatsWorkflow",
+            RECONCILE_WORKFLOW,
             ReconcileRequest(),
             id="reconcile-chats",
             task_queue=task_queue,

@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-import unicodedata
-
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from common.errors import InvalidPromptError
 from common.models import PromptToValidate, ValidatedPrompt
-
-_ALLOWED_CONTROLS = {"\n", "\r", "\t"}
-
-
-def check_prompt(prompt: str, max_chars: int) -> None:
-    """Raise `InvalidPromptError` when `prompt` is empty, too long or holds control characters.
-
-    Pure and cheap: the gateway calls it too, to answer 422/413 at once.
-    """
-    if not prompt.strip():
-        raise InvalidPromptError("The prompt is empty: write a question or an instruction.")
-    if len(prompt) > max_chars:
-        raise InvalidPromptError(
-            f"The prompt is {len(prompt):,} characters long; the limit is {max_chars:,}."
-        )
-    for position, char in enumerate(prompt):
-        if char in _ALLOWED_CONTROLS:
-            continue
-        category = unicodedata.category(char)
-        if category in ("Cc", "Cs") or char in ("\u2028", "\u2029"):
-            raise InvalidPromptError(
-                f"The prompt contains a control character (U+{ord(char):04X}) at position "
-                f"{position}; remove it and send again."
-            )
+from common.prompts import check_prompt
 
 
 @activity.defn(name="validate_prompt")

@@ -28,6 +28,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.schemas import ChatStatus, ChunkOut, ChunkPage, StartChatBody, UsageOut
 from common import search_attributes
 from common.closes import RunState, closed_state, run_state
+from common.contract import (
+    CHAT_WORKFLOW,
+    PROGRESS_QUERY,
+    RECONCILE_WORKFLOW,
+    WORKFLOW_TASK_TIMEOUT,
+)
 from common.errors import (
     ChatNotFoundError,
     ChatNotRetryableError,
@@ -38,8 +44,6 @@ from common.history import recent_turns
 from common.models import ChatRequest, FinishReason, Progress, ReconcileRequest, Stage, Turn
 from common.settings import Settings
 from storage import ChatStore, GenerationRow, LimitsStore
-from workflows import policies
-from workflows.chat import ChatStreamingWorkflow
 
 log = structlog.get_logger(__name__)
 
@@ -174,7 +178,7 @@ async def _start_workflow(
     """Start the chat's workflow; with `keyed`, an existing one of that id is kept."""
     try:
         await client.start_workflow(
-            ChatStreamingWorkflow.run,
+            CHAT_WORKFLOW,
             request,
             id=workflow_id,
             task_queue=settings.task_queue,
@@ -202,7 +206,7 @@ async def _start_workflow(
                     ),
                 ]
             ),
-            task_timeout=policies.WORKFLOW_TASK_TIMEOUT,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
             execution_timeout=(
                 timedelta(seconds=settings.chat_timeout_s) if settings.chat_timeout_s else None
             ),
@@ -301,7 +305,7 @@ async def request_reconcile(client: Client, settings: Settings, workflow_id: str
     writes the end Temporal knows into the chat's record and terminal event."""
     try:
         await client.start_workflow(
-            "ReconcileChatsWorkflow",
+            RECONCILE_WORKFLOW,
             ReconcileRequest(workflow_ids=[workflow_id]),
             id=f"reconcile-{workflow_id}",
             task_queue=settings.task_queue,
@@ -377,7 +381,9 @@ async def _query_progress(handle: WorkflowHandle[Any, Any], timeout_s: float) ->
     """The workflow's own progress, or None when no worker answers within `timeout_s`."""
     try:
         progress: Progress = await asyncio.wait_for(
-            handle.query(ChatStreamingWorkflow.progress, rpc_timeout=timedelta(seconds=timeout_s)),
+            handle.query(
+                PROGRESS_QUERY, result_type=Progress, rpc_timeout=timedelta(seconds=timeout_s)
+            ),
             timeout=timeout_s + 0.5,
         )
         return progress

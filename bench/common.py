@@ -207,7 +207,7 @@ def simulated_text(prompt: str, max_tokens: int) -> str:
 def max_tokens_for_chunks(prompt: str, chunks: int, target_chars: int) -> tuple[int, int]:
     """A `max_tokens` whose simulated answer splits into exactly `chunks` chunks of
     `target_chars` (or as close as a search nearby finds); returns (max_tokens, chunks)."""
-    from workflows.chunking import split_into_chunks
+    from common.chunking import split_into_chunks
 
     estimate = max(1, round(chunks * target_chars / 6.6))  # the simulator: ~6.6 chars/token
     best = (estimate, -1)
@@ -226,9 +226,12 @@ def max_tokens_for_chunks(prompt: str, chunks: int, target_chars: int) -> tuple[
 def gateway_start_options() -> dict[str, Any]:
     """Options the gateway passes to `start_workflow` that change how a chat runs (for the
     chats a benchmark starts directly through the Temporal client, see api/chats.py)."""
-    from workflows import policies
+    try:
+        from common.contract import WORKFLOW_TASK_TIMEOUT as timeout
+    except ImportError:  # a checkout from before common.contract
+        from workflows import policies
 
-    timeout = getattr(policies, "WORKFLOW_TASK_TIMEOUT", None)
+        timeout = getattr(policies, "WORKFLOW_TASK_TIMEOUT", None)
     return {} if timeout is None else {"task_timeout": timeout}
 
 
@@ -534,7 +537,6 @@ def settings_in_force() -> dict[str, Any]:
 
     from workflows import policies
 
-    read("policies.WORKFLOW_TASK_TIMEOUT_s", lambda: policies.WORKFLOW_TASK_TIMEOUT)
     read("policies.SAVE_CHUNK_TIMEOUT_s", lambda: policies.SAVE_CHUNK_TIMEOUT)
     read(
         "policies.SAVE_CHUNK_RETRY.initial_interval_s",
@@ -543,10 +545,11 @@ def settings_in_force() -> dict[str, Any]:
     read("policies.RECORD_TIMEOUT_s", lambda: policies.RECORD_TIMEOUT)
     read("policies.GENERATE_HEARTBEAT_TIMEOUT_s", lambda: policies.GENERATE_HEARTBEAT_TIMEOUT)
 
-    import worker
+    from common import contract
 
-    read("worker.STICKY_SCHEDULE_TO_START_s", lambda: worker.STICKY_SCHEDULE_TO_START)
-    read("worker.GRACEFUL_SHUTDOWN_s", lambda: worker.GRACEFUL_SHUTDOWN)
+    read("contract.WORKFLOW_TASK_TIMEOUT_s", lambda: contract.WORKFLOW_TASK_TIMEOUT)
+    read("contract.STICKY_SCHEDULE_TO_START_s", lambda: contract.STICKY_SCHEDULE_TO_START)
+    read("contract.GRACEFUL_SHUTDOWN_s", lambda: contract.GRACEFUL_SHUTDOWN)
 
     from activities import drafts
 

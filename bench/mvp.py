@@ -33,11 +33,11 @@ import structlog
 from openai.types.chat import ChatCompletionMessageParam
 
 from activities.drafts import DraftPublisher
-from activities.validation import check_prompt
+from common.chunking import split_into_chunks
 from common.models import GenerationUpdate, Stage
+from common.prompts import check_prompt
 from storage import ChatStore
 from storage.pool import keep_session_state
-from workflows.chunking import split_into_chunks
 
 SCHEMA = "bench_mvp"
 MODEL = "simulator"

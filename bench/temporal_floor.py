@@ -72,8 +72,8 @@ class FloorWorkflow:
 
 async def run_worker(address: str, task_queue: str) -> None:
     # The chat worker's tuning, so the floor differs from it only in what activities do.
+    from common.contract import STICKY_SCHEDULE_TO_START
     from common.settings import Settings
-    from worker import STICKY_SCHEDULE_TO_START
 
     settings = Settings()
     client = await Client.connect(address)

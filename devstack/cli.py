@@ -36,6 +36,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from common import contract
 from common.settings import Settings, get_settings
 from devstack import fleet as fl
 from devstack.fleet import Chat, Fleet, FleetWorker, TemporalUnreachableError
@@ -321,7 +322,8 @@ def plan_for(victim: FleetWorker, chats: list[Chat], fleet: Fleet, signame: str)
             if graceful:
                 handover = (
                     "it stops polling, lets its in-flight activities finish (up to "
-                    f"{_seconds(fl.GRACEFUL_SHUTDOWN.total_seconds())}) and then releases the "
+                    f"{_seconds(contract.GRACEFUL_SHUTDOWN.total_seconds())}) and then releases "
+                    "the "
                     f"chat's workflow, no timeout: {to} replays the history"
                 )
             elif chat.workflow_task == "started":
@@ -334,8 +336,8 @@ def plan_for(victim: FleetWorker, chats: list[Chat], fleet: Fleet, signame: str)
                 handover = (
                     "this worker holds the chat's workflow (sticky): the chat's next workflow "
                     "task waits at most "
-                    f"{_seconds(fl.STICKY_SCHEDULE_TO_START.total_seconds())} on this worker's "
-                    f"queue, then goes to {to}, which replays the history"
+                    f"{_seconds(contract.STICKY_SCHEDULE_TO_START.total_seconds())} on this "
+                    f"worker's queue, then goes to {to}, which replays the history"
                 )
             lines.append(
                 _wrap(
@@ -353,7 +355,7 @@ def plan_for(victim: FleetWorker, chats: list[Chat], fleet: Fleet, signame: str)
                 lines.append(
                     _wrap(
                         f"{_in_flight(group)} allowed to finish first (up to "
-                        f"{_seconds(fl.GRACEFUL_SHUTDOWN.total_seconds())})."
+                        f"{_seconds(contract.GRACEFUL_SHUTDOWN.total_seconds())})."
                     )
                 )
             else:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import socket
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -44,19 +43,16 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from common.contract import (
+    CHAT_WORKFLOW,
+    parse_identity,
+)
 from common.settings import Settings
 from storage import ChatStore
 
-WORKFLOW_TYPE = "ChatStreamingWorkflow"
+WORKFLOW_TYPE = CHAT_WORKFLOW
 RPC_TIMEOUT = timedelta(seconds=5)
 PROGRESS_QUERY_TIMEOUT = timedelta(seconds=1)
-# The same values as worker.STICKY_SCHEDULE_TO_START and worker.GRACEFUL_SHUTDOWN: worker
-# settings Temporal does not report, and importing worker.py takes seconds.
-# tests/test_cli.py checks that they agree.
-STICKY_SCHEDULE_TO_START = timedelta(seconds=1)
-GRACEFUL_SHUTDOWN = timedelta(seconds=5)
-
-_IDENTITY = re.compile(r"^worker-(\d+)@(.+)$")
 
 
 class TemporalUnreachableError(Exception):
@@ -64,12 +60,6 @@ class TemporalUnreachableError(Exception):
 
 
 # --- workers -----------------------------------------------------------------------------
-
-
-def parse_identity(identity: str) -> tuple[int, str] | None:
-    """`worker-<pid>@<host>` -> (pid, host); None for any other identity."""
-    match = _IDENTITY.match(identity)
-    return (int(match.group(1)), match.group(2)) if match else None
 
 
 def this_host() -> str:

@@ -213,8 +213,7 @@ async def start_chat_directly(
     expose (tiny chunks, checkpoint window, generation mode, cache TTL)."""
     from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-    from common import search_attributes
-    from workflows import policies
+    from common import contract, search_attributes
     from workflows.chat import ChatStreamingWorkflow
 
     request.user_id = user
@@ -223,7 +222,7 @@ async def start_chat_directly(
         request,
         id=f"chat-test-{uuid.uuid4()}",
         task_queue=task_queue,
-        task_timeout=policies.WORKFLOW_TASK_TIMEOUT,
+        task_timeout=contract.WORKFLOW_TASK_TIMEOUT,
         execution_timeout=execution_timeout,
         search_attributes=TypedSearchAttributes(
             [SearchAttributePair(search_attributes.USER, user)]

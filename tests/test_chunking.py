@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from common.chunking import split_into_chunks
 from tests.helpers import expected_answer
-from workflows.chunking import split_into_chunks
 
 
 @pytest.mark.parametrize("target", [8, 40, 120, 500])

@@ -13,11 +13,11 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
+from common import contract
 from common.models import ChatRequest
 from devstack import fleet as fl
 from devstack.harness import ROOT, LocalStack, free_port
 from tests.helpers import chunk_rows, expected_answer, unique_prompt, wait_for
-from workflows import policies
 from workflows.chat import ChatStreamingWorkflow
 
 
@@ -118,7 +118,7 @@ async def test_kill_chat_kills_the_worker_running_it_and_the_chat_resumes(
         request,
         id=f"chat-cli-{uuid.uuid4()}",
         task_queue="chat-queue",
-        task_timeout=policies.WORKFLOW_TASK_TIMEOUT,
+        task_timeout=contract.WORKFLOW_TASK_TIMEOUT,
     )
 
     code, out, err = await run_cli(
@@ -153,14 +153,7 @@ async def test_kill_chat_kills_the_worker_running_it_and_the_chat_resumes(
     assert f"replayed history; resuming at chunk {chunk} " in survivors_logs
 
 
-def test_the_timeouts_the_cli_explains_are_the_workers() -> None:
-    import worker
-
-    assert fl.STICKY_SCHEDULE_TO_START == worker.STICKY_SCHEDULE_TO_START
-    assert fl.GRACEFUL_SHUTDOWN == worker.GRACEFUL_SHUTDOWN
-
-
 def test_worker_identities() -> None:
-    assert fl.parse_identity("worker-4242@host-1.example") == (4242, "host-1.example")
-    assert fl.parse_identity("some-other-client") is None
+    assert contract.parse_identity("worker-4242@host-1.example") == (4242, "host-1.example")
+    assert contract.parse_identity("some-other-client") is None
     assert fl.is_worker_process(os.getpid()) is False  # pytest is not a worker

@@ -7,6 +7,7 @@ import uuid
 
 from temporalio.client import Client
 
+from common import contract
 from common.models import ChatRequest
 from devstack.harness import LocalStack
 from tests.helpers import (
@@ -17,7 +18,6 @@ from tests.helpers import (
     unique_prompt,
     wait_for,
 )
-from workflows import policies
 from workflows.chat import ChatStreamingWorkflow
 
 
@@ -40,7 +40,7 @@ async def test_kill_9_mid_checkpoint_resumes_without_loss_or_duplicates(
         request,
         id=f"chat-test-{uuid.uuid4()}",
         task_queue="chat-queue",
-        task_timeout=policies.WORKFLOW_TASK_TIMEOUT,  # as the gateway starts chats
+        task_timeout=contract.WORKFLOW_TASK_TIMEOUT,  # as the gateway starts chats
     )
 
     async def twenty_saved():  # type: ignore[no-untyped-def]

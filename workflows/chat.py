@@ -23,6 +23,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.validation import validate_prompt
     from common import metrics, search_attributes
     from common.cache_key import answer_cache_key
+    from common.chunking import split_into_chunks
+    from common.contract import CHAT_WORKFLOW, PROGRESS_QUERY
     from common.models import (
         AnswerLookup,
         AnswerToRemember,
@@ -40,7 +42,6 @@ with workflow.unsafe.imports_passed_through():
         Turn,
     )
     from workflows import policies
-    from workflows.chunking import split_into_chunks
 
 
 # Patch ids (workflow.patched): behaviour added while chats may be running. A chat
@@ -61,7 +62,7 @@ _DONE_BEFORE: dict[Stage, tuple[str, ...]] = {
 }
 
 
-@workflow.defn(name="ChatStreamingWorkflow")
+@workflow.defn(name=CHAT_WORKFLOW)
 class ChatStreamingWorkflow:
     def __init__(self) -> None:
         self._progress = Progress()
@@ -69,7 +70,7 @@ class ChatStreamingWorkflow:
         self._resume_logged = False
         self._cache_claim: CacheClaim | None = None
 
-    @workflow.query(name="progress")
+    @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> Progress:
         """Stage, chunks saved, total chunks and percent; answered by a live worker."""
         return self._progress

@@ -8,10 +8,10 @@ Recovery arithmetic (one worker killed with `kill -9`, another alive):
   sooner than 1 s either (measured: `python -m bench.server_timers`). So such a chunk
   is saved again about 2 s after its attempt started — up to ~2.2 s after the kill;
 - the workflow task that was sticky to the dead worker moves to the shared queue after
-  the worker's sticky schedule-to-start timeout (`worker.STICKY_SCHEDULE_TO_START`, 1 s),
+  the worker's sticky schedule-to-start timeout (`common.contract.STICKY_SCHEDULE_TO_START`, 1 s),
   so the window of chunks in flight refills about 1 s after the crash;
 - a workflow task the dead worker had started is handed to another worker after
-  `WORKFLOW_TASK_TIMEOUT` (2 s; Temporal's default is 10 s);
+  `common.contract.WORKFLOW_TASK_TIMEOUT` (2 s; Temporal's default is 10 s);
 - an in-flight `generate_full_text` is retried `GENERATE_HEARTBEAT_TIMEOUT` (3 s) after
   the last heartbeat.
 So checkpointing stalls 1-2 s (about 2.2 s at worst) after a `kill -9` (measured:
@@ -28,10 +28,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
-
-# Workflow tasks of a chat take milliseconds (replaying a maximal history: well under a
-# second), so 2 s only ever expires for a worker that died holding one.
-WORKFLOW_TASK_TIMEOUT = timedelta(seconds=2)
 
 # validate_prompt: pure CPU work of microseconds; a timeout only means a dead worker.
 VALIDATE_TIMEOUT = timedelta(seconds=5)

@@ -22,6 +22,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.reconcile import ReconcileActivities
+    from common.contract import RECONCILE_WORKFLOW
     from common.models import ReconcileReport, ReconcileRequest
 
 RECONCILE_TIMEOUT = timedelta(minutes=2)
@@ -35,7 +36,7 @@ RECONCILE_RETRY = RetryPolicy(
 RECONCILE_SCHEDULE_TO_CLOSE = timedelta(minutes=15)
 
 
-@workflow.defn(name="ReconcileChatsWorkflow")
+@workflow.defn(name=RECONCILE_WORKFLOW)
 class ReconcileChatsWorkflow:
     @workflow.run
     async def run(self, request: ReconcileRequest) -> ReconcileReport:

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from activities.validation import check_prompt
 from api import chats
 from api.auth import CurrentUser
 from api.deps import LimitsDep, SettingsDep, StoreDep, TemporalDep
@@ -20,6 +19,7 @@ from api.schemas import (
     StartChatBody,
     StartChatResponse,
 )
+from common.prompts import check_prompt
 
 router = APIRouter(prefix="/api/workflows", tags=["workflows"], responses=ERROR_RESPONSES)
 
