@@ -84,7 +84,7 @@ class StandIns:
 
     @activity.defn(name="validate_prompt")
     async def validate_prompt(self, request: PromptToValidate) -> ValidatedPrompt:
-        script, _ = self._of(activity.info().workflow_id)
+        script, _ = self._of(activity.info().workflow_id or "")
         if script.invalid:
             raise ApplicationError(
                 "The prompt is empty.", type="InvalidPromptError", non_retryable=True
