@@ -332,3 +332,15 @@ async def simulator_pace(
         yield
     finally:
         await simulator.delete("/sim/pace")
+
+
+@contextlib.contextmanager
+def own_worker(stack: Any, env: dict[str, str]) -> Iterator[str]:
+    """A worker of the stack on a task queue of its own, with `env`; yields the queue.
+    Stopped (by pid) on leaving, so the suite's fleet is as it was."""
+    queue = f"own-{time.monotonic_ns()}"
+    worker = stack.start_worker({"TASK_QUEUE": queue, **env})
+    try:
+        yield queue
+    finally:
+        worker.stop()

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from devstack.harness import LocalStack, auth_headers
-from tests.helpers import simulator_pace, unique_prompt, wait_status
+from tests.helpers import prompt_ending, simulator_pace, unique_prompt, wait_for, wait_status
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ async def test_requests_without_a_valid_key_get_401(secured: str) -> None:
 
 
 async def test_another_users_chat_is_404_everywhere(secured: str) -> None:
-    async with _client(secured, "tester") as owner, _client(secured, "other") as intruder:
+    async with _client(secured, "owner") as owner, _client(secured, "intruder") as intruder:
         started = await owner.post(
             "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 40}
         )
@@ -73,8 +73,12 @@ async def test_another_users_chat_is_404_everywhere(secured: str) -> None:
         await wait_status(intruder, theirs, {"completed"})
 
 
-async def test_per_user_rate_limit_answers_429_with_retry_after(secured: str) -> None:
-    async with _client(secured, "ui") as client:
+async def test_per_user_rate_limit_answers_429_with_retry_after(secured: str, db) -> None:
+    async def well_inside_a_minute() -> bool:  # the limit counts per clock minute
+        return bool(await db.fetchval("SELECT extract(second FROM now()) < 45"))
+
+    await wait_for(well_inside_a_minute, timeout_s=20, interval_s=0.5)
+    async with _client(secured, "rate") as client:
         codes = []
         for _ in range(7):
             response = await client.post(
@@ -87,20 +91,22 @@ async def test_per_user_rate_limit_answers_429_with_retry_after(secured: str) ->
         assert 429 in codes and codes[0] == 202
 
 
-async def test_per_user_concurrent_chat_limit(secured: str, db, simulator) -> None:
-    async with _client(secured, "other") as client, simulator_pace(simulator, 100):
+async def test_per_user_concurrent_chat_limit(secured: str, temporal_client, simulator) -> None:
+    async def counted(expected: int) -> bool:  # running chats are counted by visibility
+        query = 'ChatUserId = "busy" AND ExecutionStatus = "Running"'
+        return (await temporal_client.count_workflows(query)).count == expected
+
+    async with _client(secured, "busy") as client, simulator_pace(simulator, 100):
         running = []
         for _ in range(2):
             started = await client.post(
-                "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 1000}
+                "/api/workflows/start",
+                json={"prompt": prompt_ending("length", 1000), "max_tokens": 1000},
             )
             assert started.status_code == 202
             running.append(started.json()["workflow_id"])
             await wait_status(client, running[-1], {"running"})
-            while not await db.fetchval(
-                "SELECT 1 FROM generations WHERE workflow_id = $1", running[-1]
-            ):
-                pass
+        await wait_for(lambda: counted(2), timeout_s=10)
         refused = await client.post(
             "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 5}
         )

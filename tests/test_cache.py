@@ -19,6 +19,7 @@ from tests.helpers import (
     start_chat,
     start_chat_directly,
     unique_prompt,
+    wait_for,
     wait_status,
 )
 
@@ -87,12 +88,23 @@ async def test_cache_false_always_generates(gateway, simulator) -> None:
     assert (await generations_for(simulator, prompt))["started"] == 2
 
 
-async def test_entries_expire_after_their_ttl(temporal_client, simulator) -> None:
+async def test_entries_expire_after_their_ttl(temporal_client, simulator, db) -> None:
     prompt = unique_prompt()
     request = ChatRequest(prompt=prompt, max_tokens=60, use_cache=True, cache_ttl_s=1)
-    first = await (await _direct(temporal_client, request)).result()
+    handle = await _direct(temporal_client, request)
+    first = await handle.result()
     assert first.cache_hit is False
-    await asyncio.sleep(1.5)
+
+    async def expired() -> bool:  # by PostgreSQL's clock, the one the cache reads
+        return bool(
+            await db.fetchval(
+                "SELECT a.expires_at < now() FROM answer_cache a JOIN generations g "
+                "ON g.cache_key = a.cache_key WHERE g.workflow_id = $1",
+                handle.id,
+            )
+        )
+
+    await wait_for(expired, timeout_s=10)
     second = await (await _direct(temporal_client, request)).result()
     assert second.cache_hit is False
     assert (await generations_for(simulator, prompt))["started"] == 2

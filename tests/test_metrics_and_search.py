@@ -5,37 +5,69 @@ from __future__ import annotations
 import httpx
 from temporalio.client import Client
 
+from common.models import ChatRequest
 from devstack.harness import LocalStack, free_port
-from tests.helpers import unique_prompt, wait_for, wait_status
+from tests.helpers import own_worker, start_chat_directly, unique_prompt, wait_for, wait_status
 
 
 async def test_worker_and_gateway_export_metrics(
-    fleet: LocalStack, gateway: httpx.AsyncClient
+    fleet: LocalStack, gateway: httpx.AsyncClient, temporal_client: Client
 ) -> None:
+    """Chats run on a worker of their own (its own task queue), so every one of them is
+    counted by that worker's metrics, whichever worker the fleet would have chosen."""
     port = free_port()
-    worker = fleet.start_worker({"WORKER_METRICS_PORT": str(port)})
-    try:
-        for _ in range(4):  # some of these land on the metrics worker
-            started = await gateway.post(
-                "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 60}
-            )
-            await wait_status(gateway, started.json()["workflow_id"], {"completed"})
+    with own_worker(fleet, {"WORKER_METRICS_PORT": str(port)}) as queue:
+        chunks = 0
+        for _ in range(3):
+            request = ChatRequest(prompt=unique_prompt(), max_tokens=60)
+            handle = await start_chat_directly(temporal_client, request, task_queue=queue)
+            chunks += (await handle.result()).total_chunks
 
         async with httpx.AsyncClient() as client:
 
-            async def exported() -> str | None:
+            async def exported() -> dict[str, float] | None:
                 text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-                return text if "durable_chat_chunks_saved" in text else None
+                samples = _samples(text)
+                saved = samples.get("durable_chat_chunks_saved", 0.0)
+                return samples if saved >= chunks else None
 
-            text = await wait_for(exported, timeout_s=30, interval_s=0.5)
-        assert "temporal_activity_execution_latency" in text or "temporal_" in text
-        gateway_text = (await gateway.get("/metrics")).text
-        assert 'durable_chat_gateway_requests_total{method="POST",route="/api/workflows/start"' in (
-            gateway_text
+            try:
+                samples = await wait_for(exported, timeout_s=30, interval_s=0.5)
+            except TimeoutError:
+                seen = _samples((await client.get(f"http://127.0.0.1:{port}/metrics")).text)
+                raise AssertionError(f"{chunks} chunks not counted: {seen}") from None
+        assert samples["durable_chat_chunks_saved"] == chunks
+        assert samples['durable_chat_chats_finished{outcome="completed"}'] == 3
+        assert samples["durable_chat_chats_started"] == 3
+        assert samples["temporal_workflow_completed"] == 3
+        # the SDK's own activity metrics, per activity type
+        assert samples['temporal_activity_execution_latency_count{activity_type="save_chunk"}'] == (
+            chunks
         )
-        assert "durable_chat_gateway_open_streams" in gateway_text
-    finally:
-        worker.stop()
+    started = await gateway.post("/api/workflows/start", json={"prompt": unique_prompt()})
+    await wait_status(gateway, started.json()["workflow_id"], {"completed"})
+    gateway_text = (await gateway.get("/metrics")).text
+    assert 'durable_chat_gateway_requests_total{method="POST",route="/api/workflows/start"' in (
+        gateway_text
+    )
+    assert "durable_chat_gateway_open_streams" in gateway_text
+
+
+def _samples(text: str) -> dict[str, float]:
+    """Prometheus text -> {name{labels}: value}, labels other than the telling ones dropped."""
+    keep = ("outcome", "activity_type")
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        name, _, labels = series.partition("{")
+        wanted = [
+            pair for pair in labels.rstrip("}").split(",") if pair and pair.split("=", 1)[0] in keep
+        ]
+        key = f"{name}{{{','.join(wanted)}}}" if wanted else name
+        samples[key] = samples.get(key, 0.0) + float(value)
+    return samples
 
 
 async def test_chats_are_searchable_by_stage_and_conversation(

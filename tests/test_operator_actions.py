@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 
 from common.models import ChatRequest
@@ -105,6 +105,26 @@ async def wait_row(db: asyncpg.Pool, workflow_id: str, predicate: str, timeout_s
     await wait_for(holds, timeout_s=timeout_s, interval_s=0.1)
 
 
+async def live_text(db: asyncpg.Pool, workflow_id: str) -> bool:
+    """Whether viewers have live text of the chat's answer (a `delta` event)."""
+    return bool(
+        await db.fetchval(
+            "SELECT count(*) > 0 FROM chat_events WHERE workflow_id = $1 AND type = 'delta'",
+            workflow_id,
+        )
+    )
+
+
+async def waits_on_the_cache(temporal: Client, workflow_id: str) -> bool:
+    """Whether the chat's claim_or_reuse_answer is running (waiting on another's claim)."""
+    description = await temporal.get_workflow_handle(workflow_id).describe()
+    return any(
+        a.activity_type.name == "claim_or_reuse_answer"
+        and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        for a in description.raw_description.pending_activities
+    )
+
+
 async def sse_until_end(gateway: httpx.AsyncClient, workflow_id: str) -> list[dict[str, Any]]:
     return await asyncio.wait_for(read_sse(gateway, workflow_id), timeout=60)
 
@@ -124,8 +144,7 @@ async def test_terminate_mid_generation_is_a_visible_final_end(
         workflow_id = await start_chat(gateway, prompt=long_prompt(), max_tokens=400)
         stream = asyncio.create_task(sse_until_end(gateway, workflow_id))
         await wait_status(gateway, workflow_id, {"running"})
-        await wait_row(db, workflow_id, "stage = 'generating'", timeout_s=30)
-        await asyncio.sleep(1.0)  # a second of live text on screen
+        await wait_for(lambda: live_text(db, workflow_id), timeout_s=30)  # text on screen
         reason = f"stuck chat {uuid.uuid4().hex[:6]}"
         await operator(
             fleet, "workflow", "terminate", "--workflow-id", workflow_id, "--reason", reason
@@ -191,13 +210,12 @@ async def test_workflow_execution_timeout_is_a_final_end(
 
 
 async def test_cancel_from_the_cli(
-    fleet: LocalStack, gateway: httpx.AsyncClient, simulator: httpx.AsyncClient
+    fleet: LocalStack, gateway: httpx.AsyncClient, simulator: httpx.AsyncClient, db: asyncpg.Pool
 ) -> None:
     async with simulator_pace(simulator, 20):
         workflow_id = await start_chat(gateway, prompt=long_prompt(), max_tokens=400)
-        await wait_status(gateway, workflow_id, {"running"})
         stream = asyncio.create_task(sse_until_end(gateway, workflow_id))
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: live_text(db, workflow_id), timeout_s=30)
         await operator(fleet, "workflow", "cancel", "--workflow-id", workflow_id)
         events = await stream
     assert terminal(events)["event"] == "cancelled"
@@ -337,6 +355,7 @@ async def test_a_terminated_chat_releases_its_cache_claim(
     fleet: LocalStack,
     gateway: httpx.AsyncClient,
     simulator: httpx.AsyncClient,
+    temporal_client: Client,
     db: asyncpg.Pool,
 ) -> None:
     prompt = long_prompt(300)
@@ -345,7 +364,7 @@ async def test_a_terminated_chat_releases_its_cache_claim(
         await wait_row(db, owner, "stage = 'generating'", timeout_s=30)
         # The identical chat waits on the owner's claim instead of calling the LLM again.
         waiter = await start_chat(gateway, prompt=prompt, max_tokens=300)
-        await asyncio.sleep(1.0)
+        await wait_for(lambda: waits_on_the_cache(temporal_client, waiter), timeout_s=30)
         assert (await row(db, waiter))["stage"] == "validating"
         await operator(fleet, "workflow", "terminate", "--workflow-id", owner, "--reason", "claim")
         status = await wait_status(gateway, waiter, {"completed"}, timeout_s=60)

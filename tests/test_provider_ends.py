@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -30,6 +29,7 @@ from tests.helpers import (
     expected_reply,
     generations_for,
     keep_history,
+    own_worker,
     prompt_ending,
     read_all_chunks,
     read_sse,
@@ -337,15 +337,3 @@ async def test_auto_mode_probes_the_endpoint(stack: LocalStack, tmp_path) -> Non
 
 async def _exited(process) -> bool:
     return not process.alive()
-
-
-@contextlib.contextmanager
-def own_worker(stack: LocalStack, env: dict[str, str]) -> Iterator[str]:
-    """A worker of the stack on a task queue of its own, with `env`; yields the queue.
-    Stopped (by pid) on leaving, so the suite's fleet is as it was."""
-    queue = f"own-{time.monotonic_ns()}"
-    worker = stack.start_worker({"TASK_QUEUE": queue, **env})
-    try:
-        yield queue
-    finally:
-        worker.stop()
