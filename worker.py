@@ -41,8 +41,7 @@ from common.log import configure_logging
 from common.pricing import DEFAULT_PRICES
 from common.settings import get_settings
 from common.temporal import connect_temporal
-from storage import AnswerCacheStore, ChatStore, LlmCallStore, apply_migrations, create_pool
-from storage.pool import wait_for_database
+from storage import AnswerCacheStore, ChatStore, LlmCallStore, create_pool, wait_for_schema
 from workflows.chat import ChatStreamingWorkflow
 from workflows.reconcile import ReconcileChatsWorkflow
 
@@ -98,8 +97,8 @@ async def run_worker(index: int = 1) -> None:
     # Workflow log lines carry the workflow id as flat keys (see common.log), not in the text.
     workflow.logger.workflow_info_on_message = False
 
-    await wait_for_database(settings.database_url)
-    await apply_migrations(settings.database_url)
+    # The schema is the migrator's (python -m storage.migrate, run before the workers).
+    await wait_for_schema(settings.database_url)
     pool = await create_pool(settings.database_url, max_size=20)
     metrics_port = _metrics_port(settings.worker_metrics_port, index)
     client = await connect_temporal(

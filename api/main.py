@@ -17,22 +17,22 @@ from api.metrics import install_metrics
 from api.routes import events, health, stats, workflows
 from common.log import configure_logging
 from common.settings import Settings, get_settings
-from storage import AnswerCacheStore, ChatStore, LimitsStore, apply_migrations, create_pool
-from storage.pool import wait_for_database
+from storage import AnswerCacheStore, ChatStore, LimitsStore, create_pool, wait_for_schema
 
 log = structlog.get_logger("gateway")
 
 
-async def _prepare_database(dsn: str) -> None:
-    """Create the database and schema in the background; the gateway answers 503 until then."""
+async def _wait_for_schema(app: FastAPI, dsn: str) -> None:
+    """Wait in the background for the schema (the migrator applies it, `python -m
+    storage.migrate`); /readyz answers 503 until it is complete."""
     while True:
         try:
-            await wait_for_database(dsn, attempts=1_000_000, delay_s=1.0)
-            await apply_migrations(dsn)
+            await wait_for_schema(dsn)
+            app.state.schema_ready = True
             return
-        except Exception as err:  # keep trying: PostgreSQL may come up later
-            log.warning("database not ready", error=str(err))
-            await asyncio.sleep(1.0)
+        except Exception as err:  # e.g. a changed migration: say so, keep the 503
+            log.error("schema not usable", error=str(err))
+            await asyncio.sleep(10.0)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.answer_cache = AnswerCacheStore(pool)
         app.state.limits = LimitsStore(pool)
         app.state.hub = ChatEventHub(settings.database_url)
-        preparing = asyncio.create_task(_prepare_database(settings.database_url))
+        app.state.schema_ready = False
+        preparing = asyncio.create_task(_wait_for_schema(app, settings.database_url))
         listening = asyncio.create_task(app.state.hub.run())
         log.info("gateway ready", temporal=settings.temporal_address, port=settings.gateway_port)
         try:

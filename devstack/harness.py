@@ -171,7 +171,10 @@ class LocalStack:
         external = os.environ.get("DATABASE_URL")
         if external:
             base = external.rsplit("/", 1)[0]
-            self.database_url = f"{base}/durable_chat_test_{os.getpid()}_{free_port()}"
+            self.database_url = self.database_url or (
+                f"{base}/durable_chat_test_{os.getpid()}_{free_port()}"
+            )
+            self.migrate()
             return
         self._postgres_port = self._postgres_port or free_port()
         self.postgres = self._spawn(
@@ -187,6 +190,21 @@ class LocalStack:
         )
         self.postgres.wait_until(lambda: port_open(self._postgres_port), timeout_s=60)
         self.database_url = f"postgresql://postgres@127.0.0.1:{self._postgres_port}/durable_chat"
+        self.migrate()
+
+    def migrate(self) -> None:
+        """`python -m storage.migrate`, once, before any worker or gateway (as `make up`
+        does): they wait for the schema, they never apply it."""
+        done = subprocess.run(
+            [sys.executable, "-m", "storage.migrate", "--wait", "60"],
+            env={**os.environ, "DATABASE_URL": self.database_url, "LOG_FORMAT": "json"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"the migrator failed: {(done.stdout + done.stderr)[-2000:]}")
 
     def start_temporal(self) -> None:
         self._temporal_port = self._temporal_port or free_port()

@@ -112,6 +112,8 @@ class Process:
     stop_signal: str = "TERM"
     graceful_timeout: float = 10.0
     color: str = "white"
+    respawn: bool = True
+    """False: a one-shot step (the migrator), run once when the stack starts."""
 
 
 def temporal_cli() -> str:
@@ -217,6 +219,17 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
         )
     result.append(
         Process(
+            # Once, before anything uses the database: the workers and the gateway wait for
+            # the schema, they never apply it (storage/migrate.py).
+            "migrate",
+            f"{python} -m storage.migrate --wait 120",
+            env=common,
+            respawn=False,
+            color="blue",
+        )
+    )
+    result.append(
+        Process(
             "worker",
             f"{python} worker.py --index $(circus.wid)",
             env=common,
@@ -272,7 +285,7 @@ def circus_config(settings: StackSettings, workdir: Path, login: LocalCredential
             "working_dir": str(workdir),
             "numprocesses": str(process.numprocesses),
             "copy_env": "true",
-            "respawn": "true",
+            "respawn": "true" if process.respawn else "false",
             "max_retry": "-1",
             "stop_signal": process.stop_signal,
             "graceful_timeout": str(process.graceful_timeout),

@@ -8,8 +8,8 @@ from storage.answer_cache import AnswerCacheStore, CachedAnswer, ClaimResult, To
 from storage.chats import EVENTS_CHANNEL, ChatEvent, ChatStore, ChunkRow, GenerationRow
 from storage.limits import LimitsStore
 from storage.llm_calls import LlmCallStore, OpenCall
-from storage.migrate import apply_migrations
-from storage.pool import create_pool, ensure_database
+from storage.migrate import MigrationError, apply_migrations, wait_for_schema
+from storage.pool import create_pool
 
 __all__ = [
     "EVENTS_CHANNEL",
@@ -22,9 +22,10 @@ __all__ = [
     "GenerationRow",
     "LimitsStore",
     "LlmCallStore",
+    "MigrationError",
     "OpenCall",
     "Totals",
     "apply_migrations",
     "create_pool",
-    "ensure_database",
+    "wait_for_schema",
 ]

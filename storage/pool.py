@@ -1,42 +1,11 @@
-"""Connection pool creation and first-run database creation."""
+"""Connection pool creation (the database itself is created by storage.migrate)."""
 
 from __future__ import annotations
-
-import asyncio
-import re
-from urllib.parse import urlparse
 
 import asyncpg
 import structlog
 
 log = structlog.get_logger(__name__)
-
-_SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-
-
-async def ensure_database(dsn: str) -> None:
-    """Create the database named in `dsn` if the server does not have it yet.
-
-    Lets a fresh embedded PostgreSQL, or a test server, be used with no manual step.
-    """
-    try:
-        conn = await asyncpg.connect(dsn)
-    except asyncpg.InvalidCatalogNameError:
-        pass
-    else:
-        await conn.close()
-        return
-    database = urlparse(dsn).path.lstrip("/")
-    if not _SAFE_NAME.fullmatch(database):
-        raise ValueError(f"refusing to create a database with the name {database!r}")
-    admin = await asyncpg.connect(dsn, database="postgres")
-    try:
-        await admin.execute(f'CREATE DATABASE "{database}"')
-        log.info("database created", database=database)
-    except asyncpg.DuplicateDatabaseError:
-        pass
-    finally:
-        await admin.close()
 
 
 async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
@@ -63,17 +32,3 @@ async def keep_session_state(conn: asyncpg.Connection) -> None:
     default reset query (RESET ALL, UNLISTEN *, unlock all, ...) would be a round trip
     per release for nothing. asyncpg still rolls back a transaction left open.
     """
-
-
-async def wait_for_database(dsn: str, *, attempts: int = 60, delay_s: float = 0.5) -> None:
-    """Wait until PostgreSQL accepts connections (used at process start-up)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            await ensure_database(dsn)
-            return
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            if attempt == attempts:
-                raise
-            if attempt == 1 or attempt % 10 == 0:
-                log.info("waiting for PostgreSQL", error=str(exc), attempt=attempt)
-            await asyncio.sleep(delay_s)

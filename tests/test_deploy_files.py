@@ -212,9 +212,10 @@ def missing_command_targets(argv: list[str]) -> list[str]:
 
 
 def role_of(argv: list[str]) -> str:
-    """gateway | worker | ui | simulator, from a container command."""
+    """gateway | worker | ui | simulator | migrate, from a container command."""
     joined = " ".join(argv)
     for marker, role in (
+        ("-m storage.migrate", "migrate"),
         ("-m api", "gateway"),
         ("worker.py", "worker"),
         ("-m ui", "ui"),
@@ -232,6 +233,7 @@ ROLE_PORTS = {
     "ui": {"UI_PORT": UI_PORT},
     "simulator": {"SIM_PORT": SIMULATOR_PORT},
     "worker": {"WORKER_METRICS_PORT": WORKER_METRICS_PORT},
+    "migrate": {},
 }
 
 
@@ -480,7 +482,8 @@ def test_k8s_containers_of_ours_get_only_known_variables() -> None:
     allowed = allowed_env_names()
     configmaps = k8s_configmaps()
     containers = our_k8s_containers()
-    assert {role_of(c["command"]) for _, c in containers} == {"gateway", "worker", "ui"}
+    roles = {role_of(c["command"]) for _, c in containers}
+    assert roles == {"gateway", "worker", "ui", "migrate"}
     for doc, container in containers:
         names = k8s_env_names(container, configmaps)
         assert unknown_env(names, allowed) == [], doc["metadata"]["name"]

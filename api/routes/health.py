@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import StoreDep, TemporalDep
@@ -21,8 +21,9 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-async def readyz(client: TemporalDep, store: StoreDep) -> Health | JSONResponse:
-    """Ready when both Temporal and PostgreSQL answer; 503 says which one does not."""
+async def readyz(request: Request, client: TemporalDep, store: StoreDep) -> Health | JSONResponse:
+    """Ready when both Temporal and PostgreSQL answer and the schema is complete; 503
+    says which one is not."""
     checks: dict[str, str] = {}
     try:
         await asyncio.wait_for(
@@ -33,7 +34,8 @@ async def readyz(client: TemporalDep, store: StoreDep) -> Health | JSONResponse:
         checks["temporal"] = f"unavailable: {err or type(err).__name__}"
     try:
         await asyncio.wait_for(store.ping(), timeout=3)
-        checks["postgres"] = "ok"
+        schema_ready = getattr(request.app.state, "schema_ready", True)
+        checks["postgres"] = "ok" if schema_ready else "waiting for migrations"
     except Exception as err:
         checks["postgres"] = f"unavailable: {err or type(err).__name__}"
     if all(v == "ok" for v in checks.values()):
