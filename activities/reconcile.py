@@ -142,7 +142,9 @@ async def ensure_reconcile_schedule(client: Client, task_queue: str, every_s: fl
             static_summary="Close the records of chats that ended without closing them",
         ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every_s))]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        # A pass due (or triggered) while one runs waits for it, once: a trigger after a
+        # repair-worthy event is never dropped, and passes never pile up.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE),
     )
     try:
         await client.create_schedule(SCHEDULE_ID, schedule)

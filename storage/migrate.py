@@ -118,17 +118,16 @@ async def ensure_database(dsn: str) -> None:
     database = urlparse(dsn).path.lstrip("/")
     admin = await asyncpg.connect(dsn, database="postgres")
     try:
+        # Two migrators starting together: the second waits here, then finds it.
+        await admin.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
         if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
             return
         if not _SAFE_NAME.fullmatch(database):
             raise ValueError(f"refusing to create a database with the name {database!r}")
-        try:
-            await admin.execute(f'CREATE DATABASE "{database}"')
-            log.info("database created", database=database)
-        except asyncpg.DuplicateDatabaseError:
-            pass  # another migrator created it at the same moment
+        await admin.execute(f'CREATE DATABASE "{database}"')
+        log.info("database created", database=database)
     finally:
-        await admin.close()
+        await admin.close()  # releases the session's advisory lock
 
 
 async def migrate(dsn: str, wait_s: float = 60.0) -> list[str]:

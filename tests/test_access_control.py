@@ -8,7 +8,9 @@ import httpx
 import pytest
 
 from devstack.harness import LocalStack, auth_headers
-from tests.helpers import prompt_ending, simulator_pace, unique_prompt, wait_for, wait_status
+from testing.chats import wait_for, wait_status
+from testing.oracle import prompt_ending, unique_prompt
+from testing.simulator import simulator_pace
 
 
 @pytest.fixture(scope="module")

@@ -9,19 +9,16 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 
 from common.models import ChatRequest
-from tests.helpers import (
-    checkpointed_text,
-    expected_answer,
+from testing.chats import (
     generations_for,
-    prompt_ending,
     read_all_chunks,
-    read_sse,
     start_chat,
     start_chat_directly,
-    unique_prompt,
     wait_for,
     wait_status,
 )
+from testing.oracle import expected_answer, prompt_ending, unique_prompt
+from testing.sse import checkpointed_text, read_sse
 
 
 async def _chat(gateway: httpx.AsyncClient, **body: object) -> dict:

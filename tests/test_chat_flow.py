@@ -9,17 +9,9 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 
 from common.models import ChatRequest
-from tests.helpers import (
-    chunk_rows,
-    expected_answer,
-    expected_reply,
-    generations_for,
-    prompt_ending,
-    read_all_chunks,
-    simulator_pace,
-    unique_prompt,
-    wait_status,
-)
+from testing.chats import chunk_rows, generations_for, read_all_chunks, wait_status
+from testing.oracle import expected_answer, expected_reply, prompt_ending, unique_prompt
+from testing.simulator import simulator_pace
 from workflows.chat import ChatStreamingWorkflow
 
 

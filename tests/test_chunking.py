@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from common.chunking import split_into_chunks
-from tests.helpers import expected_answer
+from testing.oracle import expected_answer
 
 
 @pytest.mark.parametrize("target", [8, 40, 120, 500])

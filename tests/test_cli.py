@@ -17,7 +17,8 @@ from common import contract
 from common.models import ChatRequest
 from devstack import fleet as fl
 from devstack.harness import ROOT, LocalStack, free_port
-from tests.helpers import chunk_rows, expected_answer, unique_prompt, wait_for
+from testing.chats import chunk_rows, wait_for
+from testing.oracle import expected_answer, unique_prompt
 from workflows.chat import ChatStreamingWorkflow
 
 

@@ -70,6 +70,12 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
         # The supervised processes are circusd's children (their own children, such as
         # PostgreSQL's per-connection backends, come and go with connections).
         circusd = root.children()[0]
+
+        def migrator_done() -> bool:  # the one-shot migrate step has run and exited
+            running = [p for p in circusd.children() if "storage.migrate" in _cmdline(p)]
+            return not running and "schema up to date" in log_path.read_text(errors="replace")
+
+        _wait(migrator_done, 60, "the migrator to finish")
         supervised = {p.pid for p in circusd.children()}
         others = supervised - {w.pid for w in workers}
         victim = workers[0]
@@ -130,3 +136,10 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
         p.pid for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     ]
     assert leftovers == [], "Ctrl-C must stop every process of the stack"
+
+
+def _cmdline(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""

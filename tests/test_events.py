@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.helpers import (
-    checkpointed_text,
-    expected_answer,
-    preview_text,
-    read_sse,
-    unique_prompt,
-)
+from testing.oracle import expected_answer, unique_prompt
+from testing.sse import checkpointed_text, preview_text, read_sse
 
 
 async def _start(gateway: httpx.AsyncClient, prompt: str, max_tokens: int) -> str:

@@ -8,19 +8,10 @@ from temporalio.client import Client
 
 from common.models import ChatRequest, GenerationMode
 from devstack.harness import LocalStack
-from tests.helpers import (
-    expected_answer,
-    generations_for,
-    preview_text,
-    prompt_ending,
-    read_sse,
-    simulator_fault,
-    simulator_pace,
-    start_chat_directly,
-    unique_prompt,
-    wait_for,
-    wait_status,
-)
+from testing.chats import generations_for, start_chat_directly, wait_for, wait_status
+from testing.oracle import expected_answer, prompt_ending, unique_prompt
+from testing.simulator import simulator_fault, simulator_pace
+from testing.sse import preview_text, read_sse
 
 
 def _pid_of(identity: str) -> int:

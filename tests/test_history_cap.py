@@ -15,7 +15,8 @@ from temporalio.client import Client
 from common.history import TURN_OVERHEAD_CHARS, recent_turns
 from common.models import ChatRequest, Turn
 from devstack.harness import LocalStack, auth_headers
-from tests.helpers import expected_answer, unique_prompt, wait_status
+from testing.chats import wait_status
+from testing.oracle import expected_answer, unique_prompt
 
 
 def _exchange(question: str, answer: str) -> list[Turn]:

@@ -7,7 +7,9 @@ from temporalio.client import Client
 
 from common.models import ChatRequest
 from devstack.harness import LocalStack, free_port
-from tests.helpers import own_worker, start_chat_directly, unique_prompt, wait_for, wait_status
+from testing.chats import start_chat_directly, wait_for, wait_status
+from testing.oracle import unique_prompt
+from testing.workers import own_worker
 
 
 async def test_worker_and_gateway_export_metrics(

@@ -21,20 +21,11 @@ from temporalio.client import Client
 from common.models import ChatRequest
 from devstack.harness import LocalStack, auth_headers
 from devstack.stack import temporal_cli
-from tests.helpers import (
-    expected_answer,
-    keep_history,
-    prompt_ending,
-    read_all_chunks,
-    read_sse,
-    simulator_pace,
-    simulator_variant,
-    start_chat,
-    start_chat_directly,
-    unique_prompt,
-    wait_for,
-    wait_status,
-)
+from testing.chats import read_all_chunks, start_chat, start_chat_directly, wait_for, wait_status
+from testing.oracle import expected_answer, prompt_ending, unique_prompt
+from testing.simulator import simulator_pace, simulator_variant
+from testing.sse import read_sse
+from tests.helpers import keep_history
 
 # What "within a few seconds" means for a close that no workflow code writes.
 CLOSE_VISIBLE_S = 10
@@ -405,7 +396,14 @@ async def test_reconcile_repairs_a_terminate_made_while_postgres_was_down(
     schedule = await temporal_client.get_schedule_handle("durable-chat-reconcile").describe()
     assert schedule.schedule.spec.intervals, "the workers created the reconcile Schedule"
     await operator(fleet, "schedule", "trigger", "--schedule-id", "durable-chat-reconcile")
-    await wait_row(db, workflow_id, "status = 'terminated'", timeout_s=60)
+    try:
+        await wait_row(db, workflow_id, "status = 'terminated'", timeout_s=60)
+    except TimeoutError:
+        passes = [
+            (w.id, w.status)
+            async for w in temporal_client.list_workflows('WorkflowType = "ReconcileChatsWorkflow"')
+        ]
+        raise AssertionError(f"not repaired; reconcile runs: {passes[:10]}") from None
     record = await row(db, workflow_id)
     assert "pg down" in record["error"]
     passes = [

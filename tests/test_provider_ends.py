@@ -24,24 +24,19 @@ from temporalio.client import Client, WorkflowFailureError
 
 from common.models import ChatRequest, GenerationMode
 from devstack.harness import LocalStack, ManagedProcess
-from tests.helpers import (
-    expected_answer,
-    expected_reply,
+from testing.chats import (
     generations_for,
-    keep_history,
-    own_worker,
-    prompt_ending,
     read_all_chunks,
-    read_sse,
-    running_simulator,
-    simulator_fault,
-    simulator_pace,
     start_chat,
     start_chat_directly,
-    unique_prompt,
     wait_for,
     wait_status,
 )
+from testing.oracle import expected_answer, expected_reply, prompt_ending, unique_prompt
+from testing.simulator import running_simulator, simulator_fault, simulator_pace
+from testing.sse import read_sse
+from testing.workers import own_worker
+from tests.helpers import keep_history
 
 MODES = [GenerationMode.RESUME, GenerationMode.RESTART]
 

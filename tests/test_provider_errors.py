@@ -20,16 +20,15 @@ import httpx
 from temporalio.client import Client
 
 from common.models import ChatRequest, GenerationMode
-from tests.helpers import (
-    expected_answer,
+from testing.chats import (
     generations_for,
     read_all_chunks,
-    simulator_fault,
     start_chat,
     start_chat_directly,
-    unique_prompt,
     wait_status,
 )
+from testing.oracle import expected_answer, unique_prompt
+from testing.simulator import simulator_fault
 
 
 async def _requests_for(simulator: httpx.AsyncClient, prompt: str) -> list[dict[str, Any]]:

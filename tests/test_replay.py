@@ -15,13 +15,10 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.worker import Replayer
 
 from common.models import ChatRequest
-from tests.helpers import (
-    HISTORIES_DIR,
-    keep_history,
-    simulator_pace,
-    unique_prompt,
-    wait_status,
-)
+from testing.chats import wait_status
+from testing.oracle import unique_prompt
+from testing.simulator import simulator_pace
+from tests.helpers import HISTORIES_DIR, keep_history
 from workflows.chat import ChatStreamingWorkflow
 from workflows.reconcile import ReconcileChatsWorkflow
 

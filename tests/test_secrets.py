@@ -10,7 +10,8 @@ import httpx
 from temporalio.client import Client
 
 from devstack.harness import TEST_API_KEYS, LocalStack
-from tests.helpers import unique_prompt, wait_status
+from testing.chats import wait_status
+from testing.oracle import unique_prompt
 
 
 async def test_api_keys_never_reach_logs_or_histories(

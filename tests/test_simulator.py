@@ -21,7 +21,7 @@ from llm_simulator.text import (
     simulated_reply,
     simulated_tokens,
 )
-from tests.helpers import running_simulator
+from testing.simulator import running_simulator
 from tests.simulator_support import prompt_with_natural_length
 
 MODEL = "sim-test-model"

@@ -32,7 +32,7 @@ from openai.types.shared import ErrorObject
 
 from llm_simulator.settings import SimulatorSettings
 from llm_simulator.text import NATURAL_MAX_TOKENS, NATURAL_MIN_TOKENS
-from tests.helpers import running_simulator
+from testing.simulator import running_simulator
 from tests.simulator_support import (
     BACKGROUND_PREAMBLE,
     FOREGROUND_PREAMBLE,

@@ -35,7 +35,7 @@ from openai.types.responses import (
 )
 
 from llm_simulator.text import MARKER, SimulatedReply, simulated_reply, simulated_tokens
-from tests.helpers import running_simulator
+from testing.simulator import running_simulator
 from tests.simulator_support import prompt_with_natural_length
 
 MODEL = "sim-responses-model"

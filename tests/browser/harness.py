@@ -13,7 +13,7 @@ import httpx
 
 from devstack.harness import TEST_API_KEYS, LocalStack, ManagedProcess, free_port, http_ok
 from llm_simulator.text import simulated_tokens
-from tests.helpers import wait_for
+from testing.chats import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -18,8 +18,8 @@ from pathlib import Path
 from playwright.async_api import Page, async_playwright
 
 from devstack.harness import ROOT, LocalStack
+from testing.chats import wait_for
 from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ChainlitServer
-from tests.helpers import wait_for
 
 # Short answers (about 110 tokens) so a whole one fits on the screen.
 APP_ENV = {"DEFAULT_MAX_TOKENS": "110"}

@@ -20,20 +20,15 @@ import pytest
 from playwright.async_api import Page
 
 from devstack.harness import LocalStack
+from testing.chats import generations_for, wait_for, wait_status
+from testing.oracle import unique_prompt
+from testing.sse import preview_text, read_sse
 from tests.browser.harness import (
     MAX_PROMPT_CHARS,
     TEMPORAL_UI_URL,
     ChainlitServer,
     simulated_answer,
     simulator_request,
-)
-from tests.helpers import (
-    generations_for,
-    preview_text,
-    read_sse,
-    unique_prompt,
-    wait_for,
-    wait_status,
 )
 
 pytestmark = pytest.mark.browser

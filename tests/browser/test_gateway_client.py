@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from devstack.harness import TEST_API_KEYS, LocalStack, free_port
+from testing.oracle import unique_prompt
 from tests.browser.harness import simulated_answer, simulator_request
-from tests.helpers import unique_prompt
 from ui.gateway_client import (
     ChatEvent,
     GatewayClient,

@@ -24,6 +24,8 @@ import pytest
 from playwright.async_api import Page
 
 from devstack.harness import LocalStack
+from testing.chats import generations_for, read_all_chunks, wait_for, wait_status
+from testing.oracle import expected_answer, prompt_ending
 from tests.browser.harness import ChainlitServer
 from tests.browser.test_chat_ui import (
     REPLY,
@@ -33,14 +35,6 @@ from tests.browser.test_chat_ui import (
     send,
     wait_for_answer_once,
     workflow_ids,
-)
-from tests.helpers import (
-    expected_answer,
-    generations_for,
-    prompt_ending,
-    read_all_chunks,
-    wait_for,
-    wait_status,
 )
 from ui.gateway_client import WorkflowStatus
 from ui.live_answer import LiveAnswer

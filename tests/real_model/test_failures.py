@@ -17,15 +17,9 @@ import pytest
 from temporalio.client import Client
 
 from devstack.harness import LocalStack
-from tests.helpers import (
-    checkpointed_text,
-    preview_text,
-    read_all_chunks,
-    read_sse,
-    start_chat,
-    unique_prompt,
-    wait_status,
-)
+from testing.chats import read_all_chunks, start_chat, wait_status
+from testing.oracle import unique_prompt
+from testing.sse import checkpointed_text, preview_text, read_sse
 from tests.real_model.support import (
     IDLE_TIMEOUT_S,
     generated_answer,

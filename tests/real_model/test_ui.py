@@ -20,9 +20,10 @@ import pytest
 from playwright.async_api import Page, async_playwright
 
 from devstack.harness import LocalStack, auth_headers
+from testing.chats import read_all_chunks, wait_for, wait_status
+from testing.oracle import unique_prompt
 from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ChainlitServer
 from tests.browser.test_chat_ui import only_workflow, replies, send
-from tests.helpers import read_all_chunks, unique_prompt, wait_for, wait_status
 
 pytestmark = [pytest.mark.real_model, pytest.mark.browser]
 

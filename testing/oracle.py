@@ -1,0 +1,49 @@
+"""What the simulator answers, computed without asking it (its replies are deterministic)."""
+
+from __future__ import annotations
+
+import uuid
+
+from llm_simulator.text import SimulatedReply, simulated_reply
+
+
+def unique_prompt(text: str = "Tell me about durable execution") -> str:
+    """A prompt no other test uses, so simulator counters can be read per prompt."""
+    return f"{text} [{uuid.uuid4().hex[:8]}]"
+
+
+def expected_answer(
+    prompt: str,
+    max_tokens: int,
+    temperature: float = 0.7,
+    model: str = "simulator",
+    history: list[dict[str, str]] | None = None,
+    variant: str = "",
+) -> str:
+    """The simulator's answer for this request, computed without asking it."""
+    reply = expected_reply(prompt, max_tokens, temperature, model, history, variant)
+    return "".join(reply.tokens)
+
+
+def expected_reply(
+    prompt: str,
+    max_tokens: int,
+    temperature: float = 0.7,
+    model: str = "simulator",
+    history: list[dict[str, str]] | None = None,
+    variant: str = "",
+) -> SimulatedReply:
+    """The simulator's reply for this request (tokens, finish reason, natural length);
+    `variant`: as answered under `POST /sim/variant`."""
+    messages = [*(history or []), {"role": "user", "content": prompt}]
+    return simulated_reply(messages, model, max_tokens, temperature, variant)
+
+
+def prompt_ending(finish_reason: str, max_tokens: int, text: str = "Tell me about it") -> str:
+    """A unique prompt whose simulated answer (gateway defaults) ends with `finish_reason`
+    ("stop": shorter than `max_tokens`; "length": cut at it)."""
+    for _ in range(10_000):
+        prompt = unique_prompt(text)
+        if expected_reply(prompt, max_tokens).finish_reason == finish_reason:
+            return prompt
+    raise AssertionError(f"no prompt found that ends with {finish_reason} at {max_tokens}")

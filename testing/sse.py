@@ -1,0 +1,103 @@
+"""Reading a chat's SSE stream (`GET /api/workflows/{id}/events`) with httpx-sse."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import aconnect_sse
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One event of a chat's stream, stamped when it arrived."""
+
+    id: int
+    event: str
+    data: Any
+    at: float
+    """time.perf_counter() on arrival (for latencies measured by the client)."""
+    wall: float
+    """time.time() on arrival (to compare with PostgreSQL timestamps)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": str(self.id), "event": self.event, "data": self.data}
+
+
+async def stream_events(
+    client: httpx.AsyncClient,
+    workflow_id: str,
+    *,
+    last_event_id: str | int | None = None,
+    use_query: bool = False,
+    headers: dict[str, str] | None = None,
+) -> AsyncGenerator[StreamEvent, None]:
+    """The chat's SSE stream (httpx-sse), event by event, until the server ends it.
+
+    Resumes after `last_event_id` (the `Last-Event-ID` header, or the `last_event_id`
+    query with `use_query`). A refusal raises `httpx.HTTPStatusError`. Use it inside
+    `contextlib.aclosing(...)` so that leaving the loop closes the connection at once.
+    """
+    sent = dict(headers or {})
+    params: dict[str, str] = {}
+    if last_event_id is not None:
+        if use_query:
+            params["last_event_id"] = str(last_event_id)
+        else:
+            sent["Last-Event-ID"] = str(last_event_id)
+    url = f"/api/workflows/{workflow_id}/events"
+    async with aconnect_sse(client, "GET", url, headers=sent, params=params) as source:
+        if source.response.status_code != 200:
+            await source.response.aread()
+            source.response.raise_for_status()
+        async for sse in source.aiter_sse():
+            yield StreamEvent(
+                id=int(sse.id or 0),
+                event=sse.event,
+                data=json.loads(sse.data) if sse.data else None,
+                at=time.perf_counter(),
+                wall=time.time(),
+            )
+
+
+async def read_sse(
+    client: httpx.AsyncClient,
+    workflow_id: str,
+    *,
+    last_event_id: str | None = None,
+    stop_after: int | None = None,
+    use_query: bool = False,
+) -> list[dict[str, Any]]:
+    """Read the chat's SSE stream: every event as {id, event, data}, until the stream ends
+    (terminal event) or `stop_after` events were read (then the connection is dropped)."""
+    events: list[dict[str, Any]] = []
+    stream = stream_events(client, workflow_id, last_event_id=last_event_id, use_query=use_query)
+    async with contextlib.aclosing(stream) as received:
+        async for event in received:
+            events.append(event.as_dict())
+            if stop_after is not None and len(events) >= stop_after:
+                break
+    return events
+
+
+def preview_text(events: list[dict[str, Any]]) -> str:
+    """What a viewer shows from live deltas: a `reset` drops the preview it had."""
+    text = ""
+    for event in events:
+        if event["event"] == "reset":
+            text = ""
+        elif event["event"] == "delta":
+            assert event["data"]["offset"] == len(text), "a delta out of place"
+            text += event["data"]["text"]
+    return text
+
+
+def checkpointed_text(events: list[dict[str, Any]]) -> str:
+    chunks = {e["data"]["index"]: e["data"]["text"] for e in events if e["event"] == "chunk"}
+    assert sorted(chunks) == list(range(len(chunks)))
+    return "".join(chunks[i] for i in range(len(chunks)))
