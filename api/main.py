@@ -29,6 +29,9 @@ async def _wait_for_schema(app: FastAPI, dsn: str) -> None:
         try:
             await wait_for_schema(dsn)
             app.state.schema_ready = True
+            # Only now: before the migrator created the database, every LISTEN attempt
+            # would be refused (and logged by PostgreSQL).
+            app.state.listening = asyncio.create_task(app.state.hub.run())
             return
         except Exception as err:  # e.g. a changed migration: say so, keep the 503
             log.error("schema not usable", error=str(err))
@@ -50,13 +53,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.limits = LimitsStore(pool)
         app.state.hub = ChatEventHub(settings.database_url)
         app.state.schema_ready = False
+        app.state.listening = None
         preparing = asyncio.create_task(_wait_for_schema(app, settings.database_url))
-        listening = asyncio.create_task(app.state.hub.run())
         log.info("gateway ready", temporal=settings.temporal_address, port=settings.gateway_port)
         try:
             yield
         finally:
-            for task in (preparing, listening):
+            for task in (preparing, app.state.listening):
+                if task is None:
+                    continue
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task

@@ -2,5 +2,5 @@
 
 Run one with `python -m bench.<name> --size tiny|full`, or all with
 `python -m bench.run_all`. Each starts its own stack on free ports
-(`devstack.harness.LocalStack`) and stops every process it started, by pid.
+(`testing.stack.LocalStack`) and stops every process it started, by pid.
 """

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from devstack.harness import LocalStack, auth_headers
+from testing.keys import auth_headers
+from testing.stack import LocalStack
 
 SIZES = {"tiny": (2, 60), "full": (20, 300)}  # (pairs of requests, max_tokens)
 

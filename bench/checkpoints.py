@@ -40,7 +40,7 @@ from bench.common import (
     wait_finished,
 )
 from common.settings import Settings
-from devstack.harness import LocalStack
+from testing.stack import LocalStack
 from workflows.chat import ChatStreamingWorkflow
 
 # Generation fast, so each repetition is quick; it ends before the measured phase.

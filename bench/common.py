@@ -32,7 +32,7 @@ import asyncpg
 import httpx
 import psutil
 
-from devstack.harness import LocalStack
+from testing.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -253,8 +253,8 @@ async def chat_request_of(client: Any, workflow_id: str) -> Any:
 
 def gateway_client(stack: LocalStack, timeout_s: float = 60, **kwargs: Any) -> httpx.AsyncClient:
     """An HTTP client for the stack's gateway, with the harness's API key when the
-    gateway asks for one (devstack.harness.auth_headers)."""
-    from devstack import harness
+    gateway asks for one (testing.keys.auth_headers)."""
+    from testing import keys as harness
 
     auth = getattr(harness, "auth_headers", None)
     headers = auth() if callable(auth) else {}

@@ -55,7 +55,7 @@ from bench.common import (
 from bench.mvp import SCHEMA, create_schema
 from bench.temporal_floor import FloorRun, FloorWorkflow
 from common.settings import Settings
-from devstack.harness import LocalStack
+from testing.stack import LocalStack
 
 SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "5000"}
 SIZES = {

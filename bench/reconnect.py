@@ -35,7 +35,7 @@ from bench.common import (
     summary,
     unique,
 )
-from devstack.harness import LocalStack
+from testing.stack import LocalStack
 
 # A live answer of a few seconds: deltas every 50 ms (drafts.FLUSH_INTERVAL_S).
 SIMULATOR_ENV = {"SIM_TTFT_MS": "50", "SIM_TOKENS_PER_SECOND": "100"}

@@ -52,7 +52,7 @@ from bench.common import (
     unique,
 )
 from common.settings import Settings
-from devstack.harness import LocalStack
+from testing.stack import LocalStack
 
 SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "5000"}
 APP_ENV = {"CHUNK_TARGET_CHARS": "32"}  # the gateway builds each chat's request with it

@@ -42,7 +42,7 @@ from bench.common import (
     unique,
 )
 from common.settings import Settings
-from devstack.harness import LocalStack
+from testing.stack import LocalStack
 
 # The simulator's default time to first token (400 ms); tokens fast enough that each
 # repetition ends quickly (the answer is short anyway).

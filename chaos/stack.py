@@ -1,4 +1,4 @@
-"""A local stack the chaos suite can break: `devstack.harness.LocalStack` plus the
+"""A local stack the chaos suite can break: `testing.stack.LocalStack` plus the
 supervisor's part (kill a process, start it again on the same port and data).
 
 Every process here was started by this stack and is stopped by its pid; nothing else
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.harness import LocalStack, ManagedProcess, http_ok
+from testing.stack import LocalStack, ManagedProcess, http_ok
 
 # A slowish simulator, so that a fault lands while answers are being written.
 CHAOS_SIMULATOR_ENV = {"SIM_TTFT_MS": "100", "SIM_TOKENS_PER_SECOND": "150"}

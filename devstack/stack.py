@@ -155,6 +155,24 @@ def temporal_server_args(db_file: Path, port: int, ui_port: int) -> list[str]:
     ]
 
 
+def command(role: str, python: str = sys.executable) -> list[str]:
+    """The command line of each durable-chat process: what `make up` supervises and what
+    testing.stack starts on free ports (one definition, so tests run what users run)."""
+    commands = {
+        "postgres": [python, "-m", "devstack.postgres"],  # + data directory and port
+        "migrate": [python, "-m", "storage.migrate"],
+        "simulator": [python, "-m", "llm_simulator"],
+        "worker": [python, "worker.py"],
+        "gateway": [python, "-m", "api"],
+        "ui": [python, "-m", "ui"],
+    }
+    return commands[role]
+
+
+def _line(role: str, *args: object) -> str:
+    return " ".join([*command(role), *(str(a) for a in args)])
+
+
 def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]:
     """Every process of the stack, in start order."""
     data = settings.data_dir.resolve()
@@ -177,7 +195,7 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
         result.append(
             Process(
                 "postgres",
-                f"{python} -m devstack.postgres {data / 'postgres'} {settings.postgres_port}",
+                _line("postgres", data / "postgres", settings.postgres_port),
                 stop_signal="INT",  # PostgreSQL's "fast shutdown": no waiting for clients
                 color="blue",
             )
@@ -212,7 +230,7 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
         result.append(
             Process(
                 "simulator",
-                f"{python} -m llm_simulator",
+                _line("simulator"),
                 env={"SIM_PORT": str(settings.simulator_port)},
                 color="yellow",
             )
@@ -222,7 +240,7 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
             # Once, before anything uses the database: the workers and the gateway wait for
             # the schema, they never apply it (storage/migrate.py).
             "migrate",
-            f"{python} -m storage.migrate --wait 120",
+            _line("migrate", "--wait", 120),
             env=common,
             respawn=False,
             color="blue",
@@ -231,7 +249,7 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
     result.append(
         Process(
             "worker",
-            f"{python} worker.py --index $(circus.wid)",
+            _line("worker", "--index", "$(circus.wid)"),
             env=common,
             numprocesses=settings.workers,
             color="green",
@@ -240,7 +258,7 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
     result.append(
         Process(
             "gateway",
-            f"{python} -m api",
+            _line("gateway"),
             env={**common, "GATEWAY_PORT": str(settings.gateway_port), "API_KEYS": login.api_keys},
             color="cyan",
         )
@@ -248,7 +266,7 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
     result.append(
         Process(
             "ui",
-            f"{python} -m ui",
+            _line("ui"),
             env={
                 **common,
                 "GATEWAY_URL": f"http://127.0.0.1:{settings.gateway_port}",

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.harness import ROOT, free_port
+from testing.stack import ROOT, free_port
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from devstack.harness import LocalStack, auth_headers
+from testing.keys import auth_headers
+from testing.stack import LocalStack
 
 # Fast simulator for the suite: 20 ms to the first token, 1000 tokens per second.
 SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "1000"}

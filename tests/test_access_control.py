@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from devstack.harness import LocalStack, auth_headers
 from testing.chats import wait_for, wait_status
+from testing.keys import auth_headers
 from testing.oracle import prompt_ending, unique_prompt
 from testing.simulator import simulator_pace
+from testing.stack import LocalStack
 
 
 @pytest.fixture(scope="module")

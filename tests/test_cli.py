@@ -16,9 +16,9 @@ from temporalio.client import Client
 from common import contract
 from common.models import ChatRequest
 from devstack import fleet as fl
-from devstack.harness import ROOT, LocalStack, free_port
 from testing.chats import chunk_rows, wait_for
 from testing.oracle import expected_answer, unique_prompt
+from testing.stack import ROOT, LocalStack, free_port
 from workflows.chat import ChatStreamingWorkflow
 
 

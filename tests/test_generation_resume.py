@@ -7,11 +7,11 @@ import asyncio
 from temporalio.client import Client
 
 from common.models import ChatRequest, GenerationMode
-from devstack.harness import LocalStack
 from testing.chats import generations_for, start_chat_directly, wait_for, wait_status
 from testing.oracle import expected_answer, prompt_ending, unique_prompt
 from testing.simulator import simulator_fault, simulator_pace
 from testing.sse import preview_text, read_sse
+from testing.stack import LocalStack
 
 
 def _pid_of(identity: str) -> int:

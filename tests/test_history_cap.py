@@ -14,9 +14,10 @@ from temporalio.client import Client
 
 from common.history import TURN_OVERHEAD_CHARS, recent_turns
 from common.models import ChatRequest, Turn
-from devstack.harness import LocalStack, auth_headers
 from testing.chats import wait_status
+from testing.keys import auth_headers
 from testing.oracle import expected_answer, unique_prompt
+from testing.stack import LocalStack
 
 
 def _exchange(question: str, answer: str) -> list[Turn]:

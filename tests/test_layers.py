@@ -19,6 +19,8 @@ ALLOWED: dict[str, set[str]] = {
     "llm_simulator": set(),
     "devstack": {"common", "storage"},
     "worker": {"common", "storage", "activities", "workflows"},
+    # what tests, bench, chaos and deploy/capacity use; nothing shipped may import it
+    "testing": {"common", "storage", "activities", "workflows", "devstack", "llm_simulator"},
 }
 
 

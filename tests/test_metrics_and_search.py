@@ -6,9 +6,9 @@ import httpx
 from temporalio.client import Client
 
 from common.models import ChatRequest
-from devstack.harness import LocalStack, free_port
 from testing.chats import start_chat_directly, wait_for, wait_status
 from testing.oracle import unique_prompt
+from testing.stack import LocalStack, free_port
 from testing.workers import own_worker
 
 

@@ -11,8 +11,8 @@ import uuid
 import asyncpg
 import pytest
 
-from devstack.harness import ROOT, LocalStack
 from storage.migrate import MigrationError, apply_migrations, migrations, wait_for_schema
+from testing.stack import ROOT, LocalStack
 
 
 def _fresh_database(stack: LocalStack) -> str:

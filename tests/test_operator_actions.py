@@ -19,12 +19,13 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 
 from common.models import ChatRequest
-from devstack.harness import LocalStack, auth_headers
 from devstack.stack import temporal_cli
 from testing.chats import read_all_chunks, start_chat, start_chat_directly, wait_for, wait_status
+from testing.keys import auth_headers
 from testing.oracle import expected_answer, prompt_ending, unique_prompt
 from testing.simulator import simulator_pace, simulator_variant
 from testing.sse import read_sse
+from testing.stack import LocalStack
 from tests.helpers import keep_history
 
 # What "within a few seconds" means for a close that no workflow code writes.

@@ -23,7 +23,6 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 
 from common.models import ChatRequest, GenerationMode
-from devstack.harness import LocalStack, ManagedProcess
 from testing.chats import (
     generations_for,
     read_all_chunks,
@@ -35,6 +34,7 @@ from testing.chats import (
 from testing.oracle import expected_answer, expected_reply, prompt_ending, unique_prompt
 from testing.simulator import running_simulator, simulator_fault, simulator_pace
 from testing.sse import read_sse
+from testing.stack import LocalStack, ManagedProcess
 from testing.workers import own_worker
 from tests.helpers import keep_history
 

@@ -13,7 +13,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from devstack.harness import LocalStack, auth_headers
+from testing.keys import auth_headers
+from testing.stack import LocalStack
 
 MAX_EXAMPLES = 10
 

@@ -9,9 +9,10 @@ import re
 import httpx
 from temporalio.client import Client
 
-from devstack.harness import TEST_API_KEYS, LocalStack
 from testing.chats import wait_status
+from testing.keys import TEST_API_KEYS
 from testing.oracle import unique_prompt
+from testing.stack import LocalStack
 
 
 async def test_api_keys_never_reach_logs_or_histories(

@@ -9,9 +9,9 @@ from temporalio.client import Client
 
 from common import contract
 from common.models import ChatRequest
-from devstack.harness import LocalStack
 from testing.chats import chunk_rows, generations_for, wait_for
 from testing.oracle import expected_answer, unique_prompt
+from testing.stack import LocalStack
 from tests.helpers import keep_history
 from workflows.chat import ChatStreamingWorkflow
 

@@ -1,6 +1,6 @@
 """Measure checkpoint throughput and history sizes on this machine (for docs/capacity.md).
 
-Starts its own stack on free ports with `devstack.harness.LocalStack` (embedded
+Starts its own stack on free ports with `testing.stack.LocalStack` (embedded
 PostgreSQL, `temporal server start-dev`, the LLM simulator, N workers; no gateway),
 runs a bounded batch of chats straight through Temporal, reads every history back
 and prints one JSON document. Every process it started is stopped by pid at the end.
@@ -42,7 +42,7 @@ from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client, WorkflowHistory  # noqa: E402
 
 from common.models import ChatRequest  # noqa: E402
-from devstack.harness import LocalStack, ManagedProcess  # noqa: E402
+from testing.stack import LocalStack, ManagedProcess  # noqa: E402
 from workflows.chat import ChatStreamingWorkflow  # noqa: E402
 
 # Generation as fast as the simulator goes: the batch then measures checkpointing.

@@ -3,7 +3,7 @@ subprocess, and Debian's Chromium driven by Playwright.
 
 The shared ``stack`` fixture runs a fast simulator (an answer takes well under a second),
 too fast to reload the page or restart a server while an answer is written. These tests
-start their own stack with the same harness (``devstack.harness.LocalStack``) and a
+start their own stack with the same harness (``testing.stack.LocalStack``) and a
 simulator that takes several seconds per answer.
 """
 
@@ -17,7 +17,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
-from devstack.harness import LocalStack, auth_headers
+from testing.keys import auth_headers
+from testing.stack import LocalStack
 from tests.browser.harness import (
     CHROMIUM,
     CHROMIUM_ARGS,

@@ -11,9 +11,10 @@ from typing import Any
 
 import httpx
 
-from devstack.harness import TEST_API_KEYS, LocalStack, ManagedProcess, free_port, http_ok
 from llm_simulator.text import simulated_tokens
 from testing.chats import wait_for
+from testing.keys import TEST_API_KEYS
+from testing.stack import LocalStack, ManagedProcess, free_port, http_ok
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

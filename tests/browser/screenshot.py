@@ -17,8 +17,8 @@ from pathlib import Path
 
 from playwright.async_api import Page, async_playwright
 
-from devstack.harness import ROOT, LocalStack
 from testing.chats import wait_for
+from testing.stack import ROOT, LocalStack
 from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ChainlitServer
 
 # Short answers (about 110 tokens) so a whole one fits on the screen.

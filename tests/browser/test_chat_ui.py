@@ -19,10 +19,10 @@ import httpx
 import pytest
 from playwright.async_api import Page
 
-from devstack.harness import LocalStack
 from testing.chats import generations_for, wait_for, wait_status
 from testing.oracle import unique_prompt
 from testing.sse import preview_text, read_sse
+from testing.stack import LocalStack
 from tests.browser.harness import (
     MAX_PROMPT_CHARS,
     TEMPORAL_UI_URL,

@@ -9,8 +9,9 @@ import uuid
 import httpx
 import pytest
 
-from devstack.harness import TEST_API_KEYS, LocalStack, free_port
+from testing.keys import TEST_API_KEYS
 from testing.oracle import unique_prompt
+from testing.stack import LocalStack, free_port
 from tests.browser.harness import simulated_answer, simulator_request
 from ui.gateway_client import (
     ChatEvent,

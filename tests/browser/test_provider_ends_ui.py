@@ -23,9 +23,9 @@ import httpx
 import pytest
 from playwright.async_api import Page
 
-from devstack.harness import LocalStack
 from testing.chats import generations_for, read_all_chunks, wait_for, wait_status
 from testing.oracle import expected_answer, prompt_ending
+from testing.stack import LocalStack
 from tests.browser.harness import ChainlitServer
 from tests.browser.test_chat_ui import (
     REPLY,

@@ -16,7 +16,8 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from devstack.harness import LocalStack, auth_headers
+from testing.keys import auth_headers
+from testing.stack import LocalStack
 from tests.real_model.support import REAL_MODEL_ENV
 
 FLEET_SIZE = 2

@@ -10,8 +10,8 @@ import httpx
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 
-from devstack.harness import LocalStack
 from testing.chats import wait_for
+from testing.stack import LocalStack
 
 # A stalled stream (llama-server stopped mid-answer keeps it open, silent, ~30 s) is
 # given up after this long, sooner than the 30 s default.

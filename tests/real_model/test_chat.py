@@ -9,10 +9,10 @@ import pytest
 from temporalio.client import Client
 
 from devstack import local_llm
-from devstack.harness import LocalStack
 from testing.chats import read_all_chunks, start_chat, wait_status
 from testing.oracle import unique_prompt
 from testing.sse import checkpointed_text, preview_text, read_sse
+from testing.stack import LocalStack
 from tests.real_model.support import (
     CONTEXT_EXCEEDED,
     generated_answer,

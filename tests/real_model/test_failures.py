@@ -16,10 +16,10 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from devstack.harness import LocalStack
 from testing.chats import read_all_chunks, start_chat, wait_status
 from testing.oracle import unique_prompt
 from testing.sse import checkpointed_text, preview_text, read_sse
+from testing.stack import LocalStack
 from tests.real_model.support import (
     IDLE_TIMEOUT_S,
     generated_answer,

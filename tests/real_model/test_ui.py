@@ -19,9 +19,10 @@ import httpx
 import pytest
 from playwright.async_api import Page, async_playwright
 
-from devstack.harness import LocalStack, auth_headers
 from testing.chats import read_all_chunks, wait_for, wait_status
+from testing.keys import auth_headers
 from testing.oracle import unique_prompt
+from testing.stack import LocalStack
 from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ChainlitServer
 from tests.browser.test_chat_ui import only_workflow, replies, send
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from devstack import local_llm
-from devstack.harness import ROOT, free_port, http_ok
+from testing.stack import ROOT, free_port, http_ok
 
 pytestmark = pytest.mark.real_model
 

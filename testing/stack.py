@@ -1,4 +1,5 @@
-"""Start the stack's processes on free ports and stop them by pid: for tests and benchmarks.
+"""Start the stack's processes on free ports and stop them by pid: for tests, benchmarks,
+chaos runs and capacity measurements.
 
 `make up` supervises the same commands with circus; this harness starts them as
 plain subprocesses so a test can kill one (`kill -9`), restart it, and clean up
@@ -11,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -20,26 +20,10 @@ from pathlib import Path
 from typing import Literal
 
 from devstack import local_llm
-from devstack.stack import temporal_server_args
+from devstack.stack import command, temporal_server_args
+from testing.keys import TEST_API_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# API keys of the test stacks' gateways: user -> key.
-TEST_API_KEYS = {
-    "tester": "test-key-tester-0123456789",
-    "other": "test-key-other-0123456789",
-    "ui": "test-key-ui-0123456789abc",
-    # Users of tests/test_access_control.py only: limits are per user and shared by every
-    # gateway of a stack (PostgreSQL, visibility), so no other test may count against them.
-    "owner": "test-key-owner-0123456789",
-    "intruder": "test-key-intruder-0123456789",
-    "rate": "test-key-rate-0123456789ab",
-    "busy": "test-key-busy-0123456789ab",
-}
-
-
-def auth_headers(user: str = "tester") -> dict[str, str]:
-    return {"Authorization": f"Bearer {TEST_API_KEYS[user]}"}
 
 
 def free_port() -> int:
@@ -179,13 +163,7 @@ class LocalStack:
         self._postgres_port = self._postgres_port or free_port()
         self.postgres = self._spawn(
             "postgres",
-            [
-                sys.executable,
-                "-m",
-                "devstack.postgres",
-                str(self.workdir / "pgdata"),
-                str(self._postgres_port),
-            ],
+            [*command("postgres"), str(self.workdir / "pgdata"), str(self._postgres_port)],
             {},
         )
         self.postgres.wait_until(lambda: port_open(self._postgres_port), timeout_s=60)
@@ -196,7 +174,7 @@ class LocalStack:
         """`python -m storage.migrate`, once, before any worker or gateway (as `make up`
         does): they wait for the schema, they never apply it."""
         done = subprocess.run(
-            [sys.executable, "-m", "storage.migrate", "--wait", "60"],
+            [*command("migrate"), "--wait", "60"],
             env={**os.environ, "DATABASE_URL": self.database_url, "LOG_FORMAT": "json"},
             cwd=ROOT,
             capture_output=True,
@@ -218,7 +196,7 @@ class LocalStack:
         port = free_port()
         self.simulator = self._spawn(
             "simulator",
-            [sys.executable, "-m", "llm_simulator"],
+            command("simulator"),
             {"SIM_PORT": str(port), **self.simulator_env},
         )
         self.simulator.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"))
@@ -239,7 +217,7 @@ class LocalStack:
     def start_worker(self, extra_env: dict[str, str] | None = None) -> ManagedProcess:
         worker = self._spawn(
             f"worker-{len(self.workers) + 1}",
-            [sys.executable, "worker.py"],
+            command("worker"),
             {**self.env(), **(extra_env or {})},
         )
         self.workers.append(worker)
@@ -251,7 +229,7 @@ class LocalStack:
         port = free_port()
         gateway = self._spawn(
             "gateway-extra",
-            [sys.executable, "-m", "api"],
+            command("gateway"),
             {**self.env(), "GATEWAY_PORT": str(port), **extra_env},
         )
         url = f"http://127.0.0.1:{port}"
@@ -262,7 +240,7 @@ class LocalStack:
         self._gateway_port = self._gateway_port or free_port()
         self.gateway = self._spawn(
             "gateway",
-            [sys.executable, "-m", "api"],
+            command("gateway"),
             {**self.env(), "GATEWAY_PORT": str(self._gateway_port)},
         )
         self.gateway_url = f"http://127.0.0.1:{self._gateway_port}"
