@@ -10,6 +10,7 @@ installed Chainlit's own SQL.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -64,6 +65,9 @@ def test_chainlit_is_pinned_to_one_release_everywhere() -> None:
 
 def _columns_chainlit_inserts() -> dict[str, set[str]]:
     """Table -> the columns the installed Chainlit's data layer inserts (its own SQL)."""
+    # Importing Chainlit writes its config into CHAINLIT_APP_ROOT (default: the working
+    # directory): point it at the UI's own.
+    os.environ.setdefault("CHAINLIT_APP_ROOT", str(ROOT / "ui"))
     import chainlit.data.chainlit_data_layer as data_layer
 
     source = Path(data_layer.__file__).read_text()

@@ -158,7 +158,14 @@ def test_cancelled_and_failed_replies_say_what_happened() -> None:
     assert failed.startswith("**The answer failed**: The provider is down.")
     terminated = render_ended(LiveAnswer(), status(status="terminated"), links=LINKS,
                               workflow_id="chat-1")  # fmt: skip
-    assert terminated.startswith("**The workflow ended as terminated**.")
+    assert terminated.startswith(
+        "**Terminated**: the workflow was stopped in Temporal (nothing was saved)"
+    )
+    timed_out = render_ended(
+        LiveAnswer(), status(status="timed_out", error="Timed out: too long."),
+        links=LINKS, workflow_id="chat-1",
+    )  # fmt: skip
+    assert timed_out.startswith("**Timed out**: Timed out: too long. (nothing was saved)")
     assert render_rejected("The prompt is empty.").endswith("The prompt is empty.")
 
 
