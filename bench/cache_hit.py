@@ -16,14 +16,13 @@ import argparse
 import asyncio
 import json
 import statistics
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
 import httpx
 
-from testing.keys import auth_headers
+from bench.stack import gateway_client, running_stack, stop_on_signals
+from testing.chats import start_chat, wait_status
+from testing.oracle import unique_prompt
 from testing.stack import LocalStack
 
 SIZES = {"tiny": (2, 60), "full": (20, 300)}  # (pairs of requests, max_tokens)
@@ -35,11 +34,7 @@ async def _time_to_all_chunks(
     """Seconds from the POST to every chunk read through the cursor (`total` chunks when
     known, else until the chat reports completed), whether it was a hit, chunks read."""
     started = time.perf_counter()
-    response = await client.post(
-        "/api/workflows/start", json={"prompt": prompt, "max_tokens": max_tokens}
-    )
-    response.raise_for_status()
-    workflow_id = response.json()["workflow_id"]
+    workflow_id = await start_chat(client, prompt=prompt, max_tokens=max_tokens)
     cursor = 0
     while True:
         page = (
@@ -53,22 +48,17 @@ async def _time_to_all_chunks(
         if not page["chunks"]:
             await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - started
-    for _ in range(600):  # the chat closes a moment after its last chunk
-        status = (await client.get(f"/api/workflows/{workflow_id}/status")).json()
-        if status["status"] == "completed":
-            return elapsed, bool(status["cache_hit"]), cursor
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"{workflow_id} did not complete")
+    # the chat closes a moment after its last chunk
+    status = await wait_status(client, workflow_id, {"completed"}, timeout_s=30)
+    return elapsed, bool(status["cache_hit"]), cursor
 
 
 async def measure(stack: LocalStack, pairs: int, max_tokens: int) -> dict[str, object]:
     misses: list[float] = []
     hits: list[float] = []
-    async with httpx.AsyncClient(
-        base_url=stack.gateway_url, timeout=120, headers=auth_headers()
-    ) as client:
+    async with gateway_client(stack, 120) as client:
         for _ in range(pairs):
-            prompt = f"Cache benchmark {uuid.uuid4().hex[:8]}: explain durable execution"
+            prompt = unique_prompt("Cache benchmark: explain durable execution")
             miss, miss_hit, total = await _time_to_all_chunks(client, prompt, max_tokens)
             hit, hit_hit, _ = await _time_to_all_chunks(client, prompt, max_tokens, total)
             assert not miss_hit and hit_hit, "expected a miss then a hit"
@@ -93,12 +83,9 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="full")
     args = parser.parse_args()
     pairs, max_tokens = SIZES[args.size]
-    stack = LocalStack(workdir=Path(tempfile.mkdtemp(prefix="bench-cache-")))
-    try:
-        stack.start(workers=2)
+    stop_on_signals()  # SIGTERM (run_all) still stops the stack
+    with running_stack({}, workers=2) as stack:
         result = asyncio.run(measure(stack, pairs, max_tokens))
-    finally:
-        stack.stop()
     print(f"{'figure':<44} {'measured':>10} {'baseline (miss)':>16} {'goal':>8} met?")
     print(
         f"{'start -> all chunks readable, hit p50 (ms)':<44} {result['hit_p50_ms']:>10} "

@@ -17,31 +17,21 @@ baseline, under 15 ms per chunk.
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from typing import Any
 
 import asyncpg
 from temporalio.client import Client
 
-from bench.common import (
-    Figure,
-    Report,
-    chat_request_of,
-    checkpoint_phases,
-    gateway_client,
-    gateway_start_options,
-    log,
-    max_tokens_for_chunks,
-    percentile,
-    replays_logged,
-    run_benchmark,
-    start_chat,
-    unique,
-    wait_finished,
-)
+from bench.chats import chat_request_of, max_tokens_for_chunks
+from bench.figures import Figure, Report
+from bench.runner import run_benchmark
+from bench.stack import gateway_client, log, replays_logged
+from bench.stats import percentile
+from bench.timing import checkpoint_phases, wait_finished
 from common.settings import Settings
+from testing.chats import start_chat, start_chat_directly
+from testing.oracle import unique_prompt
 from testing.stack import LocalStack
-from workflows.chat import ChatStreamingWorkflow
 
 # Generation fast, so each repetition is quick; it ends before the measured phase.
 SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "5000"}
@@ -73,12 +63,14 @@ async def measure(stack: LocalStack, size: str) -> Report:
     async with gateway_client(stack) as gateway:
 
         async def through_gateway(prompt: str, max_tokens: int) -> tuple[float, int]:
-            return await one_phase(db, await start_chat(gateway, prompt, max_tokens))
+            workflow_id = await start_chat(gateway, prompt=prompt, max_tokens=max_tokens)
+            return await one_phase(db, workflow_id)
 
         # The gateway's own request, from a warm-up chat: the baseline differs from it
         # only in prompt and max_tokens (as each measured chat) and the window.
-        prompt = unique("Checkpoint warm-up")
-        warmup = await start_chat(gateway, prompt, max_tokens_for_chunks(prompt, 10, target)[0])
+        prompt = unique_prompt("Checkpoint warm-up")
+        max_tokens = max_tokens_for_chunks(prompt, 10, target)[0]
+        warmup = await start_chat(gateway, prompt=prompt, max_tokens=max_tokens)
         await one_phase(db, warmup)
         template = await chat_request_of(client, warmup)
 
@@ -90,17 +82,16 @@ async def measure(stack: LocalStack, size: str) -> Report:
             }
             if hasattr(template, "use_cache"):
                 changes["use_cache"] = False  # generate, as the measured chat does
-            handle = await client.start_workflow(
-                ChatStreamingWorkflow.run,
+            handle = await start_chat_directly(
+                client,
                 dataclasses.replace(template, **changes),
-                id=f"bench-checkpoints-{uuid.uuid4()}",
+                user=template.user_id,
                 task_queue=settings.task_queue,
-                **gateway_start_options(),
             )
             return await one_phase(db, handle.id)
 
         for i in range(reps):
-            prompt = unique(f"Checkpoint phase, repetition {i}")
+            prompt = unique_prompt(f"Checkpoint phase, repetition {i}")
             max_tokens, expected = max_tokens_for_chunks(prompt, chunks, target)
             # alternate which goes first, so drift on a shared machine hits both alike
             order = [through_gateway, one_by_one] if i % 2 == 0 else [one_by_one, through_gateway]

@@ -34,28 +34,18 @@ import httpx
 import psutil
 from temporalio.client import Client
 
-from bench.common import (
-    ROOT,
-    Figure,
-    Phase,
-    ProcessSampler,
-    Report,
-    checkpoint_phases,
-    gateway_client,
-    log,
-    max_tokens_for_chunks,
-    percentile,
-    replays_logged,
-    run_benchmark,
-    stack_processes,
-    start_chat,
-    summary,
-    wait_finished,
-)
+from bench.chats import max_tokens_for_chunks
+from bench.figures import Figure, Report
 from bench.mvp import SCHEMA, create_schema
+from bench.runner import run_benchmark
+from bench.sampler import ProcessSampler
+from bench.stack import gateway_client, log, replays_logged, stack_processes
+from bench.stats import percentile, summary
 from bench.temporal_floor import FloorRun, FloorWorkflow
+from bench.timing import Phase, checkpoint_phases, wait_finished
 from common.settings import Settings
-from testing.stack import LocalStack
+from testing.chats import start_chat
+from testing.stack import ROOT, LocalStack
 
 SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "5000"}
 SIZES = {
@@ -101,7 +91,7 @@ async def temporal_run(
         async with gateway_client(stack, 120, limits=limits) as gw:
             first_sent = time.time()
             ids = await asyncio.gather(
-                *(start_chat(gw, s["prompt"], s["max_tokens"]) for s in specs)
+                *(start_chat(gw, prompt=s["prompt"], max_tokens=s["max_tokens"]) for s in specs)
             )
             started_s = time.time() - first_sent
         log(f"  {len(ids)} chats started through the gateway in {started_s:.1f} s; waiting …")

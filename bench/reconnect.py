@@ -21,20 +21,14 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.common import (
-    TERMINAL_EVENTS,
-    Figure,
-    Report,
-    SseEvent,
-    gateway_client,
-    log,
-    percentile_ms,
-    run_benchmark,
-    sse_events,
-    start_chat,
-    summary,
-    unique,
-)
+from api.events import TERMINAL_EVENTS
+from bench.figures import Figure, Report
+from bench.runner import run_benchmark
+from bench.stack import gateway_client, log
+from bench.stats import percentile_ms, summary
+from testing.chats import start_chat
+from testing.oracle import unique_prompt
+from testing.sse import StreamEvent, stream_events
 from testing.stack import LocalStack
 
 # A live answer of a few seconds: deltas every 50 ms (drafts.FLUSH_INTERVAL_S).
@@ -46,15 +40,17 @@ GOAL_MS = 100.0
 
 async def first_event(
     gateway: httpx.AsyncClient, workflow_id: str, last_event_id: int | None, until_id: int
-) -> tuple[float, SseEvent, int]:
+) -> tuple[float, StreamEvent, int]:
     """Connect (resuming after `last_event_id`) and read up to event `until_id` (or the
     terminal event); return (seconds to the first event, that event, the last id read)."""
     sent = time.perf_counter()
-    first: SseEvent | None = None
+    first: StreamEvent | None = None
     last = 0
     async with (
         asyncio.timeout(60),  # a stream that stalls fails the benchmark instead of hanging it
-        contextlib.aclosing(sse_events(gateway, workflow_id, last_event_id)) as events,
+        contextlib.aclosing(
+            stream_events(gateway, workflow_id, last_event_id=last_event_id)
+        ) as events,
     ):
         async for event in events:
             first = first or event
@@ -100,12 +96,13 @@ async def measure(stack: LocalStack, size: str) -> Report:
     db = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=2)
     async with gateway_client(stack) as gateway:
         # warm-up: one full chat read end to end
-        warm = await start_chat(gateway, unique("Reconnect warm-up"), 30)
+        warm = await start_chat(gateway, prompt=unique_prompt("Reconnect warm-up"), max_tokens=30)
         await first_event(gateway, warm, None, 10**9)
         workflow_id = ""
         for i in range(reps):
             if i % per_chat == 0:
-                workflow_id = await start_chat(gateway, unique(f"Reconnect chat {i}"), MAX_TOKENS)
+                prompt = unique_prompt(f"Reconnect chat {i}")
+                workflow_id = await start_chat(gateway, prompt=prompt, max_tokens=MAX_TOKENS)
                 await asyncio.sleep(0.3)  # into its streaming phase
             # Baseline: a fresh connection, time to its first event (id 1); the viewer
             # then reads on until it is live (the newest event), and its connection drops.
@@ -118,7 +115,7 @@ async def measure(stack: LocalStack, size: str) -> Report:
             stage = await db.fetchval(
                 "SELECT stage FROM generations WHERE workflow_id = $1", workflow_id
             )
-            live += stage not in ("completed", "failed", "cancelled")
+            live += stage not in TERMINAL_EVENTS
             resumed_s, event, _ = await first_event(gateway, workflow_id, seen, 1)
             resumed.append(resumed_s)
             exact += event.id == seen + 1

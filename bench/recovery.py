@@ -40,18 +40,14 @@ import httpx
 from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import Client, WorkflowHandle
 
-from bench.common import (
-    Figure,
-    Report,
-    gateway_client,
-    log,
-    pid_of,
-    run_benchmark,
-    start_chat,
-    summary,
-    unique,
-)
+from bench.figures import Figure, Report
+from bench.runner import run_benchmark
+from bench.stack import gateway_client, log
+from bench.stats import summary
+from common.contract import parse_identity
 from common.settings import Settings
+from testing.chats import start_chat
+from testing.oracle import unique_prompt
 from testing.stack import LocalStack
 
 SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "5000"}
@@ -147,7 +143,8 @@ async def one_stop(
     or, for the baseline (`how` = "no kill"), only note the time; then watch the rows."""
     while len(stack.live_workers()) < 2:
         await asyncio.to_thread(stack.start_worker)
-    workflow_id = await start_chat(gateway, unique(f"Recovery, {how}"), max_tokens)
+    prompt = unique_prompt(f"Recovery, {how}")
+    workflow_id = await start_chat(gateway, prompt=prompt, max_tokens=max_tokens)
     handle = client.get_workflow_handle(workflow_id)
     deadline = time.monotonic() + 120
     while len(rows := await rows_of(db, handle.id)) < kill_after:
@@ -157,7 +154,8 @@ async def one_stop(
     holder = await workflow_holder(handle)
     latest_writer = rows[-1][1]
     identity = holder or latest_writer
-    victim = next((w for w in stack.live_workers() if w.pid == pid_of(identity)), None)
+    pid, _ = parse_identity(identity) or (None, "")
+    victim = next((w for w in stack.live_workers() if w.pid == pid), None)
     if victim is None:
         raise RuntimeError(f"no live worker process for {identity}")
     at = time.time()

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, fmt
+from bench.figures import fmt
+from bench.runner import RESULTS_DIR
 
 
 def markdown(results: dict[str, Any]) -> str:

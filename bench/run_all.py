@@ -21,16 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    RESULTS_DIR,
-    ROOT,
-    SIZES,
-    Figure,
-    machine_info,
-    now_utc,
-    stop_on_signals,
-    table,
-)
+from bench.figures import Figure, table
+from bench.machine import machine_info
+from bench.runner import RESULTS_DIR, SIZES, now_utc
+from bench.stack import stop_on_signals
+from testing.stack import ROOT
 
 BENCHMARKS = ("ttft", "checkpoints", "recovery", "concurrency", "reconnect")
 # Other scripts under bench/ with `--size tiny|full` and a last line of JSON, in their

@@ -34,7 +34,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from bench.common import Figure, stop_on_signals, table
+    from bench.figures import Figure, table
+    from bench.stack import stop_on_signals
     from devstack.stack import temporal_cli
 
 TIMEOUT = timedelta(milliseconds=500)

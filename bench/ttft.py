@@ -26,22 +26,16 @@ import asyncpg
 import httpx
 import openai
 
-from bench.common import (
-    GATEWAY_MODEL,
-    GATEWAY_TEMPERATURE,
-    TERMINAL_EVENTS,
-    Figure,
-    Report,
-    SseEvent,
-    gateway_client,
-    log,
-    percentile_ms,
-    run_benchmark,
-    sse_events,
-    summary,
-    unique,
-)
+from api.events import TERMINAL_EVENTS
+from bench.chats import GATEWAY_MODEL, GATEWAY_TEMPERATURE
+from bench.figures import Figure, Report
+from bench.runner import run_benchmark
+from bench.stack import gateway_client, log
+from bench.stats import percentile_ms, summary
 from common.settings import Settings
+from testing.chats import start_chat
+from testing.oracle import unique_prompt
+from testing.sse import StreamEvent, stream_events
 from testing.stack import LocalStack
 
 # The simulator's default time to first token (400 ms); tokens fast enough that each
@@ -109,16 +103,12 @@ async def gateway_ttft(gateway: httpx.AsyncClient, prompt: str) -> GatewayRun:
     """Start a chat and time its first delta on the SSE stream; read on to the terminal
     event so the next repetition starts on a quiet stack."""
     sent_wall, sent = time.time(), time.perf_counter()
-    response = await gateway.post(
-        "/api/workflows/start", json={"prompt": prompt, "max_tokens": MAX_TOKENS}
-    )
+    workflow_id = await start_chat(gateway, prompt=prompt, max_tokens=MAX_TOKENS)
     returned = time.perf_counter()
-    response.raise_for_status()
-    workflow_id: str = response.json()["workflow_id"]
-    first: SseEvent | None = None
+    first: StreamEvent | None = None
     async with (
         asyncio.timeout(CHAT_DEADLINE_S),
-        contextlib.aclosing(sse_events(gateway, workflow_id)) as events,
+        contextlib.aclosing(stream_events(gateway, workflow_id)) as events,
     ):
         async for event in events:
             # visible: a delta with text (resume mode first writes an empty one that
@@ -199,8 +189,8 @@ async def measure(stack: LocalStack, size: str) -> Report:
             # Interleaved, alternating which goes first, so drift hits both alike.
             # Distinct prompts: a request identical to one just made could be served by
             # the generation already running (the Responses API attaches to it).
-            prompt = unique(f"Time to first token, repetition {i}")
-            direct = unique(f"Time to first token, direct, repetition {i}")
+            prompt = unique_prompt(f"Time to first token, repetition {i}")
+            direct = unique_prompt(f"Time to first token, direct, repetition {i}")
             if i % 2 == 0:
                 s = await simulator_ttft(llm, direct, api)
                 run = await gateway_ttft(gateway, prompt)

@@ -56,6 +56,10 @@ async def stream_events(
             await source.response.aread()
             source.response.raise_for_status()
         async for sse in source.aiter_sse():
+            if sse.event == "message" and not sse.data:
+                # httpx-sse turns the server's keep-alive comment into an empty "message"
+                # (with the last id); the gateway names every real event.
+                continue
             yield StreamEvent(
                 id=int(sse.id or 0),
                 event=sse.event,

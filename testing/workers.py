@@ -7,6 +7,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from common.contract import parse_identity
+from testing.stack import LocalStack, ManagedProcess
+
 
 @contextlib.contextmanager
 def own_worker(stack: Any, env: dict[str, str]) -> Iterator[str]:
@@ -18,3 +21,12 @@ def own_worker(stack: Any, env: dict[str, str]) -> Iterator[str]:
         yield queue
     finally:
         worker.stop()
+
+
+def worker_process(stack: LocalStack, identity: str) -> ManagedProcess | None:
+    """The live worker of `stack` whose Temporal identity (`worker-<pid>@<host>`) is
+    `identity`; None when it is not one of the stack's live workers."""
+    parsed = parse_identity(identity)
+    if parsed is None:
+        return None
+    return next((w for w in stack.live_workers() if w.pid == parsed[0]), None)

@@ -12,10 +12,7 @@ from testing.oracle import expected_answer, prompt_ending, unique_prompt
 from testing.simulator import simulator_fault, simulator_pace
 from testing.sse import preview_text, read_sse
 from testing.stack import LocalStack
-
-
-def _pid_of(identity: str) -> int:
-    return int(identity.removeprefix("worker-").split("@", 1)[0])
+from testing.workers import worker_process
 
 
 async def _generating_worker(handle) -> str | None:  # type: ignore[no-untyped-def]
@@ -51,7 +48,8 @@ async def test_kill_9_during_generation_twice_pays_once_and_text_never_restarts(
 
             identity = await wait_for(running_elsewhere, timeout_s=30, interval_s=0.05)
             await asyncio.sleep(0.8)  # let it stream a while
-            victim = next(w for w in fleet.workers if w.alive() and w.pid == _pid_of(identity))
+            victim = worker_process(fleet, identity)
+            assert victim is not None, identity
             victim.kill()
             killed.append(identity)
             fleet.start_worker()  # keep two workers: the harness plays the supervisor

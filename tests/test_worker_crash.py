@@ -12,13 +12,9 @@ from common.models import ChatRequest
 from testing.chats import chunk_rows, generations_for, wait_for
 from testing.oracle import expected_answer, unique_prompt
 from testing.stack import LocalStack
+from testing.workers import worker_process
 from tests.helpers import keep_history
 from workflows.chat import ChatStreamingWorkflow
-
-
-def _pid_of(worker_identity: str) -> int:
-    """`worker-<pid>@<host>` -> pid."""
-    return int(worker_identity.removeprefix("worker-").split("@", 1)[0])
 
 
 async def test_kill_9_mid_checkpoint_resumes_without_loss_or_duplicates(
@@ -44,7 +40,8 @@ async def test_kill_9_mid_checkpoint_resumes_without_loss_or_duplicates(
 
     before = await wait_for(twenty_saved, timeout_s=60, interval_s=0.05)
     victim_identity = before[-1]["worker"]
-    victim = next(w for w in fleet.workers if w.alive() and w.pid == _pid_of(victim_identity))
+    victim = worker_process(fleet, victim_identity)
+    assert victim is not None, victim_identity
     killed_at = await db.fetchval("SELECT clock_timestamp()")
     victim.kill()  # SIGKILL: no graceful shutdown, no chance to report anything
     saved_at_kill = len(await chunk_rows(db, handle.id))

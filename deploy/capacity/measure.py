@@ -41,6 +41,7 @@ import psutil  # noqa: E402
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client, WorkflowHistory  # noqa: E402
 
+from bench.sampler import tree_cpu  # noqa: E402
 from common.models import ChatRequest  # noqa: E402
 from testing.stack import LocalStack, ManagedProcess  # noqa: E402
 from workflows.chat import ChatStreamingWorkflow  # noqa: E402
@@ -167,20 +168,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def cpu_seconds(process: ManagedProcess) -> float:
-    """User + system CPU seconds of a process and its children so far."""
-    try:
-        root = psutil.Process(process.pid)
-        family = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0.0
-    for proc in family:
-        try:  # a PostgreSQL backend may exit between the listing and this read
-            times = proc.cpu_times()
-        except psutil.Error:
-            continue
-        total += times.user + times.system + times.children_user + times.children_system
-    return total
+    """User + system CPU seconds of a process and its descendants so far, each with its
+    children that have exited (PostgreSQL backends, for one)."""
+    return sum((cpu for _, cpu in tree_cpu(process.pid, reaped=True)), 0.0)
 
 
 async def run_batch(stack: LocalStack, chats: int, max_tokens: int) -> dict[str, Any]:

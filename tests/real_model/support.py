@@ -90,11 +90,6 @@ async def generating_worker(
     return await wait_for(probe, timeout_s=120, interval_s=0.1)
 
 
-def pid_of(worker_identity: str) -> int:
-    """`worker-<pid>@<host>` -> pid."""
-    return int(worker_identity.removeprefix("worker-").split("@", 1)[0])
-
-
 async def stats(gateway: httpx.AsyncClient) -> dict[str, Any]:
     response = await gateway.get("/api/stats")
     response.raise_for_status()

@@ -20,13 +20,13 @@ from testing.chats import read_all_chunks, start_chat, wait_status
 from testing.oracle import unique_prompt
 from testing.sse import checkpointed_text, preview_text, read_sse
 from testing.stack import LocalStack
+from testing.workers import worker_process
 from tests.real_model.support import (
     IDLE_TIMEOUT_S,
     generated_answer,
     generating_worker,
     llama_requests,
     llm_calls,
-    pid_of,
     stats,
 )
 
@@ -49,7 +49,8 @@ async def test_kill_9_of_the_generating_worker_restarts_the_answer_once(
         llm_gateway, prompt=unique_prompt("Tell me a long story"), max_tokens=MAX_TOKENS
     )
     identity = await generating_worker(llm_temporal, llm_db, workflow_id)
-    victim = next(w for w in llm_fleet.live_workers() if w.pid == pid_of(identity))
+    victim = worker_process(llm_fleet, identity)
+    assert victim is not None, identity
     victim.kill()  # SIGKILL mid-answer: its stream to llama-server dies with it
 
     status = await wait_status(llm_gateway, workflow_id, {"completed", "failed"}, timeout_s=240)
