@@ -70,15 +70,28 @@ class ReconcileActivities:
         report = ReconcileReport(checked=len(ids))
         gate = asyncio.Semaphore(_CONCURRENCY)
 
+        errors: list[BaseException] = []
+
         async def check(workflow_id: str) -> None:
             async with gate:
-                released = await self._reconcile_one(workflow_id)
-                activity.heartbeat(workflow_id)
+                try:
+                    released = await self._reconcile_one(workflow_id)
+                except Exception as err:  # one chat must not keep the others unrepaired
+                    errors.append(err)
+                    report.failed.append(workflow_id)
+                    log.warning(
+                        "chat not reconciled", workflow_id=workflow_id, error=repr(err)[:300]
+                    )
+                    return
+                finally:
+                    activity.heartbeat(workflow_id)
             if released is not None:
                 report.repaired.append(workflow_id)
                 report.claims_released += released
 
         await asyncio.gather(*(check(i) for i in ids))
+        if errors and len(errors) == len(ids):
+            raise errors[0]  # nothing could be checked (PostgreSQL or Temporal down): retry
         if report.repaired:
             log.warning(
                 "chat records closed from Temporal",

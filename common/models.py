@@ -278,3 +278,5 @@ class ReconcileReport:
     checked: int = 0
     repaired: list[str] = field(default_factory=list)
     claims_released: int = 0
+    failed: list[str] = field(default_factory=list)
+    """Chats that could not be checked this time (the next pass tries again)."""

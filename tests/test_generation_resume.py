@@ -114,8 +114,10 @@ async def test_restart_mode_falls_back_to_a_new_generation_with_a_visible_reset(
 async def test_cancelling_the_chat_cancels_the_generation_at_the_provider(
     temporal_client: Client, gateway, simulator
 ) -> None:
-    prompt = unique_prompt()
-    async with simulator_pace(simulator, 100):  # seconds of generation: time to cancel it
+    # An answer that runs to its 1000 tokens (a natural one may have 48: over in a
+    # second), at 100 tokens/s: ten seconds for the cancellation to reach the provider.
+    prompt = prompt_ending("length", 1000, "Tell me about durable execution")
+    async with simulator_pace(simulator, 100):
         handle = await _start(temporal_client, prompt, 1000, GenerationMode.RESUME)
 
         async def first_delta():  # type: ignore[no-untyped-def]

@@ -398,7 +398,7 @@ async def test_reconcile_repairs_a_terminate_made_while_postgres_was_down(
     assert schedule.schedule.spec.intervals, "the workers created the reconcile Schedule"
     await operator(fleet, "schedule", "trigger", "--schedule-id", "durable-chat-reconcile")
     try:
-        await wait_row(db, workflow_id, "status = 'terminated'", timeout_s=60)
+        await wait_row(db, workflow_id, "status = 'terminated'", timeout_s=150)
     except TimeoutError:
         passes = [
             (w.id, w.status)

@@ -46,7 +46,7 @@ class ReconcileChatsWorkflow:
             request,
             start_to_close_timeout=RECONCILE_TIMEOUT,
             schedule_to_close_timeout=RECONCILE_SCHEDULE_TO_CLOSE,
-            heartbeat_timeout=timedelta(seconds=30),
+            heartbeat_timeout=timedelta(seconds=10),
             retry_policy=RECONCILE_RETRY,
             summary=f"reconcile_chats ({which})",
         )
