@@ -8,13 +8,14 @@ everything it started, by pid, at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -291,3 +292,19 @@ class LocalStack:
         ).start()
         self.processes.append(process)
         return process
+
+
+@contextlib.contextmanager
+def started(stack: LocalStack, workers: int = 2) -> Iterator[LocalStack]:
+    """Start `stack` with `workers` workers; on a failure print each process's log tail;
+    stop every process it started, by pid, on the way out."""
+    try:
+        stack.start(workers=workers)
+        yield stack
+    except BaseException:
+        for process in stack.processes:
+            print(f"--- {process.name} (pid {process.popen.pid if process.popen else '?'})")
+            print(process.log_tail(60))
+        raise
+    finally:
+        stack.stop()

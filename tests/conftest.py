@@ -13,7 +13,7 @@ import pytest
 from temporalio.client import Client
 
 from testing.keys import auth_headers
-from testing.stack import LocalStack
+from testing.stack import LocalStack, started
 
 # Fast simulator for the suite: 20 ms to the first token, 1000 tokens per second.
 SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "1000"}
@@ -32,16 +32,8 @@ FLEET_SIZE = 2
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     workdir = Path(tmp_path_factory.mktemp("stack"))
     local = LocalStack(workdir=workdir, simulator_env=SIMULATOR_ENV, app_env=APP_ENV)
-    try:
-        local.start(workers=FLEET_SIZE)
+    with started(local, workers=FLEET_SIZE):
         yield local
-    except BaseException:
-        for process in local.processes:
-            print(f"--- {process.name} (pid {process.popen.pid if process.popen else '?'})")
-            print(process.log_tail(60))
-        raise
-    finally:
-        local.stop()
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ from typing import Any
 
 import asyncpg
 import httpx
-from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 
 from common.models import ChatRequest
-from devstack.stack import temporal_cli
 from testing.chats import read_all_chunks, start_chat, start_chat_directly, wait_for, wait_status
 from testing.keys import auth_headers
+from testing.operator import operator, reset_point_after
 from testing.oracle import expected_answer, prompt_ending, unique_prompt
 from testing.simulator import simulator_pace, simulator_variant
 from testing.sse import read_sse
@@ -36,48 +36,6 @@ def long_prompt(max_tokens: int = 400) -> str:
     """A prompt whose answer runs to `max_tokens` (natural answers may be much shorter):
     with the simulator slowed, seconds of generation to act in."""
     return prompt_ending("length", max_tokens)
-
-
-async def operator(stack: LocalStack, *args: str) -> str:
-    """Run `temporal <args>` against the stack's server, as an operator would."""
-    process = await asyncio.create_subprocess_exec(
-        temporal_cli(),
-        *args,
-        "--address",
-        stack.temporal_address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    text = out.decode()
-    assert process.returncode == 0, f"temporal {' '.join(args)} failed: {text}"
-    return text
-
-
-async def reset_point_after(
-    temporal: Client, workflow_id: str, activity_type: str, nth: int = 1
-) -> int:
-    """The event id of the first workflow task completed after the `nth` completion of
-    `activity_type` in the chat's history: where `temporal workflow reset --event-id`
-    replays to, the run going on from right after that activity."""
-    scheduled: dict[int, str] = {}
-    completed = 0
-    async for event in temporal.get_workflow_handle(workflow_id).fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            attrs = event.activity_task_scheduled_event_attributes
-            scheduled[event.event_id] = attrs.activity_type.name
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            attrs_c = event.activity_task_completed_event_attributes
-            if scheduled.get(attrs_c.scheduled_event_id) == activity_type:
-                completed += 1
-        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and completed >= nth:
-            return event.event_id
-    raise AssertionError(f"no workflow task completed after {activity_type} #{nth}")
 
 
 async def row(db: asyncpg.Pool, workflow_id: str) -> asyncpg.Record:

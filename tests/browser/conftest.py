@@ -15,16 +15,18 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 from testing.keys import auth_headers
-from testing.stack import LocalStack
+from testing.stack import LocalStack, started
 from tests.browser.harness import (
     CHROMIUM,
     CHROMIUM_ARGS,
     MAX_PROMPT_CHARS,
     SLOW_SIMULATOR_ENV,
     ChainlitServer,
+    logged_in,
+    running_ui,
 )
 
 
@@ -37,27 +39,16 @@ def browser_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
         simulator_env=SLOW_SIMULATOR_ENV,
         app_env={"MAX_PROMPT_CHARS": str(MAX_PROMPT_CHARS)},
     )
-    try:
-        local.start(workers=1)
+    with started(local, workers=1):
         yield local
-    except BaseException:
-        for process in local.processes:
-            print(f"--- {process.name}\n{process.log_tail(60)}")
-        raise
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="session")
 def ui_server(
     browser_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ChainlitServer]:
-    server = ChainlitServer(browser_stack, Path(tmp_path_factory.mktemp("chainlit")))
-    server.start()
-    try:
+    with running_ui(browser_stack, Path(tmp_path_factory.mktemp("chainlit"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -79,19 +70,8 @@ async def chromium() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def page(chromium: Browser, chainlit: ChainlitServer, tmp_path: Path) -> AsyncIterator[Page]:
     """A fresh browser context (no cookies), logged in to the UI; screenshot at the end."""
-    context: BrowserContext = await chromium.new_context(viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(30_000)
-    tab = await context.new_page()
-    await tab.goto(f"{chainlit.url}/login")
-    await tab.fill("#email", chainlit.username)
-    await tab.fill("#password", chainlit.password)
-    await tab.click("button[type=submit]")
-    await tab.wait_for_selector("#chat-input")
-    try:
+    async with logged_in(chromium, chainlit, tmp_path / "final.png") as tab:
         yield tab
-    finally:
-        await tab.screenshot(path=str(tmp_path / "final.png"), full_page=True)
-        await context.close()
 
 
 @pytest.fixture

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import signal
 import sys
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from playwright.async_api import Browser, Page
 
 from llm_simulator.text import simulated_tokens
 from testing.chats import wait_for
@@ -112,3 +115,35 @@ def simulated_answer(request: dict[str, Any]) -> str:
         request["messages"], request["model"], request["max_tokens"], request["temperature"]
     )
     return "".join(tokens)
+
+
+@contextlib.contextmanager
+def running_ui(stack: LocalStack, workdir: Path) -> Iterator[ChainlitServer]:
+    """The Chainlit UI on `stack`, stopped by pid on the way out."""
+    server = ChainlitServer(stack, workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.asynccontextmanager
+async def logged_in(
+    browser: Browser, server: ChainlitServer, screenshot: Path
+) -> AsyncIterator[Page]:
+    """A fresh browser context (no cookies) logged in to the UI as its user; a full-page
+    screenshot to `screenshot` at the end."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    tab = await context.new_page()
+    await tab.goto(f"{server.url}/login")
+    await tab.fill("#email", server.username)
+    await tab.fill("#password", server.password)
+    await tab.click("button[type=submit]")
+    await tab.wait_for_selector("#chat-input")
+    try:
+        yield tab
+    finally:
+        await tab.screenshot(path=str(screenshot), full_page=True)
+        await context.close()

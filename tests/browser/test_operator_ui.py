@@ -10,7 +10,6 @@ is saved in the test's tmp_path (and ``final.png`` by the ``page`` fixture).
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from pathlib import Path
@@ -20,8 +19,8 @@ import httpx
 import pytest
 from playwright.async_api import Page
 
-from devstack.stack import temporal_cli
 from testing.chats import read_all_chunks, wait_for, wait_status
+from testing.operator import operator
 from testing.oracle import unique_prompt
 from testing.simulator import simulator_pace
 from testing.stack import LocalStack
@@ -49,26 +48,7 @@ RETRY_BUTTON = "Retry"
 
 async def terminate(stack: LocalStack, workflow_id: str, reason: str) -> None:
     """`temporal workflow terminate` against the stack's server, as an operator would."""
-    process = await asyncio.create_subprocess_exec(
-        temporal_cli(),
-        "workflow",
-        "terminate",
-        "--workflow-id",
-        workflow_id,
-        "--reason",
-        reason,
-        "--address",
-        stack.temporal_address,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(process.communicate(), timeout=30)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, f"temporal workflow terminate failed: {out.decode()}"
+    await operator(stack, "workflow", "terminate", "--workflow-id", workflow_id, "--reason", reason)
 
 
 async def live_text(page: Page) -> str | None:

@@ -25,8 +25,8 @@ from playwright.async_api import Page
 
 from testing.chats import generations_for, read_all_chunks, wait_for, wait_status
 from testing.oracle import expected_answer, prompt_ending
-from testing.stack import LocalStack
-from tests.browser.harness import ChainlitServer
+from testing.stack import LocalStack, started
+from tests.browser.harness import ChainlitServer, running_ui
 from tests.browser.test_chat_ui import (
     REPLY,
     normalized,
@@ -71,27 +71,16 @@ def browser_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
         simulator_env=SIMULATOR_ENV,
         app_env=APP_ENV,
     )
-    try:
-        local.start(workers=1)
+    with started(local, workers=1):
         yield local
-    except BaseException:
-        for process in local.processes:
-            print(f"--- {process.name}\n{process.log_tail(60)}")
-        raise
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="module")
 def chainlit(
     browser_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ChainlitServer]:
-    server = ChainlitServer(browser_stack, Path(tmp_path_factory.mktemp("chainlit")))
-    server.start()
-    try:
+    with running_ui(browser_stack, Path(tmp_path_factory.mktemp("chainlit"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

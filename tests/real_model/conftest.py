@@ -17,7 +17,7 @@ import pytest
 from temporalio.client import Client
 
 from testing.keys import auth_headers
-from testing.stack import LocalStack
+from testing.stack import LocalStack, started
 from tests.real_model.support import REAL_MODEL_ENV
 
 FLEET_SIZE = 2
@@ -40,16 +40,8 @@ def llm_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         llm="local",
         app_env=REAL_MODEL_ENV,
     )
-    try:
-        local.start(workers=FLEET_SIZE)
+    with started(local, workers=FLEET_SIZE):
         yield local
-    except BaseException:
-        for process in local.processes:
-            print(f"--- {process.name} (pid {process.popen.pid if process.popen else '?'})")
-            print(process.log_tail(60))
-        raise
-    finally:
-        local.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from testing.chats import read_all_chunks, wait_for, wait_status
 from testing.keys import auth_headers
 from testing.oracle import unique_prompt
 from testing.stack import LocalStack
-from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ChainlitServer
+from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ChainlitServer, logged_in, running_ui
 from tests.browser.test_chat_ui import only_workflow, replies, send
 
 pytestmark = [pytest.mark.real_model, pytest.mark.browser]
@@ -33,12 +33,8 @@ pytestmark = [pytest.mark.real_model, pytest.mark.browser]
 def chainlit(
     llm_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ChainlitServer]:
-    server = ChainlitServer(llm_stack, Path(tmp_path_factory.mktemp("chainlit-real-model")))
-    server.start()
-    try:
+    with running_ui(llm_stack, Path(tmp_path_factory.mktemp("chainlit-real-model"))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -46,18 +42,10 @@ async def page(chainlit: ChainlitServer, tmp_path: Path) -> AsyncIterator[Page]:
     """Logged in to the UI, in a fresh headless Chromium; screenshot at the end."""
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = await browser.new_context(viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(30_000)
-        tab = await context.new_page()
-        await tab.goto(f"{chainlit.url}/login")
-        await tab.fill("#email", chainlit.username)
-        await tab.fill("#password", chainlit.password)
-        await tab.click("button[type=submit]")
-        await tab.wait_for_selector("#chat-input")
         try:
-            yield tab
+            async with logged_in(browser, chainlit, tmp_path / "final.png") as tab:
+                yield tab
         finally:
-            await tab.screenshot(path=str(tmp_path / "final.png"), full_page=True)
             await browser.close()
 
 
