@@ -170,6 +170,7 @@ async def append_event(
     data: dict[str, Any],
     run_id: str = "",
     require_run: bool = False,
+    require_open: bool = False,
 ) -> int:
     """Allocate the chat's next seq (row lock on the generation) and insert the event.
 
@@ -177,13 +178,16 @@ async def append_event(
     lock is held until that commits. Either way the lock, held until commit, is what
     makes sequence numbers of one chat become visible in order. NOTIFY is delivered at
     commit. `run_id` is the writer's run; with `require_run`, nothing is appended (and
-    LookupError raised) unless it is the chat's current run.
+    LookupError raised) unless it is the chat's current run; with `require_open`, unless
+    the chat has not ended (live text of a generation that outlived its chat's end).
     """
     seq: int | None = await conn.fetchval(
         """
         WITH next AS (
             UPDATE generations SET last_event_seq = last_event_seq + 1
-            WHERE workflow_id = $1 AND (NOT $6 OR run_id = $5) RETURNING last_event_seq
+            WHERE workflow_id = $1 AND (NOT $6 OR run_id = $5)
+              AND (NOT $7 OR stage <> ALL($8::text[]))
+            RETURNING last_event_seq
         ), inserted AS (
             INSERT INTO chat_events (workflow_id, seq, type, data, run_id)
             SELECT $1, last_event_seq, $2, $3::jsonb, $5 FROM next
@@ -197,6 +201,8 @@ async def append_event(
         EVENTS_CHANNEL,
         run_id,
         require_run,
+        require_open,
+        _FINAL_STAGES,
     )
     if seq is None:
         raise LookupError(f"no generation row of this run for {workflow_id}: cannot log {type_}")
@@ -397,13 +403,17 @@ class ChatStore:
         The common case (the writer's run is current) is one statement, so its own
         transaction: the row lock and the NOTIFY last until it commits, as append_event
         requires, without BEGIN and COMMIT round trips. A run that is not the row's
-        takes the slow path: it takes the chat over (StaleRunError if it is older).
+        takes the slow path: it takes the chat over (StaleRunError if it is older). Once
+        the chat has ended nothing is appended (LookupError): the live text of a
+        generation that outlives its chat (terminated, it stops at its next heartbeat)
+        never follows the terminal event.
         """
         async with self._pool.acquire() as conn:
             try:
                 return await append_event(
-                    conn, workflow_id, type_, data, run_id, require_run=bool(run_id)
-                )
+                    conn, workflow_id, type_, data, run_id, require_run=bool(run_id),
+                    require_open=True,
+                )  # fmt: skip
             except LookupError:
                 if not run_id:
                     raise
@@ -413,7 +423,8 @@ class ChatStore:
                 )
                 if locked.admission is _Admission.STALE:
                     raise StaleRunError(f"run {run_id} of {workflow_id} is no longer current")
-                return await append_event(conn, workflow_id, type_, data, run_id)
+                # The chat ended (an operator terminated it): nothing after its end event.
+                return await append_event(conn, workflow_id, type_, data, run_id, require_open=True)
 
     async def close_run(
         self,

@@ -110,3 +110,22 @@ async def test_a_newer_run_takes_the_chat_over_and_an_older_one_is_ignored(
         ("stage", "completed"),
         ("completed", None),
     ]
+
+
+async def test_no_live_text_after_the_end_of_a_chat(db: asyncpg.Pool) -> None:
+    """A generation outlives its terminated chat until its next heartbeat: its deltas
+    must not follow the terminal event."""
+    store = ChatStore(db)
+    workflow_id = f"chat-test-{uuid.uuid4()}"
+    await store.record_generation(GenerationUpdate(workflow_id, Stage.GENERATING), run_id="r1")
+    await store.append_event(workflow_id, "delta", {"attempt": 1, "offset": 0, "text": "Hi"}, "r1")
+    closed = await store.close_run(
+        workflow_id, "r1", Stage.TERMINATED, "Terminated by an operator: x", "Terminated"
+    )
+    assert closed
+    with pytest.raises(LookupError):
+        await store.append_event(
+            workflow_id, "delta", {"attempt": 1, "offset": 2, "text": " there"}, "r1"
+        )
+    events = await _events(db, workflow_id)
+    assert events[-2:] == [("stage", "terminated"), ("terminated", None)]
