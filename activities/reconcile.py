@@ -164,11 +164,19 @@ async def ensure_reconcile_schedule(client: Client, task_queue: str, every_s: fl
         log.info("reconcile schedule created", schedule_id=SCHEDULE_ID, every_s=every_s)
     except ScheduleAlreadyRunningError:
 
-        def keep_state(update: ScheduleUpdateInput) -> ScheduleUpdate:
+        def same_queue(update: ScheduleUpdateInput) -> ScheduleUpdate | None:
+            """Keep the schedule's state (paused or not); and leave it alone entirely
+            when it starts its passes on another task queue: a worker of another queue
+            (a canary, a test's own worker) must not take the passes away from the fleet
+            that polls it."""
+            action = update.description.schedule.action
+            if isinstance(action, ScheduleActionStartWorkflow) and action.task_queue != task_queue:
+                log.info("reconcile schedule kept", starts_on=action.task_queue)
+                return None
             schedule.state = update.description.schedule.state
             return ScheduleUpdate(schedule=schedule)
 
         try:
-            await client.get_schedule_handle(SCHEDULE_ID).update(keep_state)
+            await client.get_schedule_handle(SCHEDULE_ID).update(same_queue)
         except RPCError as err:  # another worker updated it at the same moment
             log.info("reconcile schedule not updated", error=str(err))

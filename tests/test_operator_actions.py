@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import Client
+from temporalio.client import Client, ScheduleActionStartWorkflow
 
 from common.models import ChatRequest
 from testing.chats import read_all_chunks, start_chat, start_chat_directly, wait_for, wait_status
@@ -354,6 +354,9 @@ async def test_reconcile_repairs_a_terminate_made_while_postgres_was_down(
     # The reconcile Schedule (every minute); an operator may also trigger it at once.
     schedule = await temporal_client.get_schedule_handle("durable-chat-reconcile").describe()
     assert schedule.schedule.spec.intervals, "the workers created the reconcile Schedule"
+    # Workers of other task queues (tests' own, as a canary would be) leave it alone.
+    action = schedule.schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow) and action.task_queue == "chat-queue"
     await operator(fleet, "schedule", "trigger", "--schedule-id", "durable-chat-reconcile")
     try:
         await wait_row(db, workflow_id, "status = 'terminated'", timeout_s=150)
