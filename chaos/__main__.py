@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from chaos.harness import RunConfig, ScenarioResult, run_scenario
-from chaos.report import machine, table
+from chaos.report import machine, operator_table, table
 from chaos.scenarios import SCENARIOS
 from chaos.stack import ChaosStack
 
@@ -69,6 +69,8 @@ async def run_suite(stack: ChaosStack, names: list[str], config: RunConfig) -> l
         result = await run_scenario(stack, scenario, config, log=lambda m: print(m, flush=True))
         verdict = "PASS" if result.passed else "FAIL: " + "; ".join(result.failures[:5])
         print(f"  {result.completed}/{result.chats} completed in {result.wall_s} s — {verdict}")
+        if result.operator:
+            print(f"  operator: {json.dumps(result.operator, default=str)}")
         results.append(result)
     return results
 
@@ -98,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(table(results))
+    operators = operator_table(results)
+    if operators:
+        print()
+        print(operators)
     report = {
         "command": "python -m chaos " + " ".join(argv if argv is not None else sys.argv[1:]),
         "seed": args.seed,

@@ -18,7 +18,9 @@ from typing import Any
 
 import httpx
 
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
+# Every way a chat's stream ends: its own ends, and those an operator or a timeout gives
+# it (`terminated`, `timed_out`, written by the reconciler; api/events.py).
+TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "terminated", "timed_out"})
 # How long a client waits before trying again after a dropped stream or an error answer
 # (503 while a dependency is down, connection refused while the gateway restarts): from
 # FIRST_BACKOFF_S, doubling up to MAX_BACKOFF_S while attempts keep failing, as the UI's
@@ -101,6 +103,13 @@ class ChatFollower:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
             self.reconnected_at.append(time.time())
+
+    async def follow_again(self) -> None:
+        """Follow the stream again from the last event received (`Last-Event-ID`) to the
+        next terminal event: a viewer coming back to a chat that ended and was then reset
+        by an operator (the new run's events follow its earlier end)."""
+        self.done.clear()
+        await self.run()
 
     def drop(self, pause_s: float) -> bool:
         """Close the connection now (a page reload) and reconnect after `pause_s`.

@@ -17,6 +17,7 @@ from chaos.harness import (
     probe_status_until,
     workflow_holder,
 )
+from chaos.operator import after_reset, after_terminate, operator_reset, operator_terminate
 
 
 async def client_reconnect(ctx: FaultContext) -> FaultRecord:
@@ -189,6 +190,29 @@ SCENARIOS: dict[str, Scenario] = {
             "kill -9 of the gateway, every worker, Temporal and PostgreSQL back to back; "
             "then PostgreSQL, Temporal, the gateway and the workers are started again",
             kill_all,
+        ),
+        Scenario(
+            "operator-terminate",
+            "operator terminates chats with the temporal CLI",
+            "`temporal workflow terminate` of the target chat (mid-generation or "
+            "mid-checkpoint) and of one more per 10 chats (at most 3); each must say "
+            "`terminated` within seconds, keep a beginning of its answer, and leave "
+            "nothing running",
+            operator_terminate,
+            # Early enough that the chat is still running when the CLI's terminate lands.
+            fraction_range=(0.1, 0.6),
+            after=after_terminate,
+        ),
+        Scenario(
+            "operator-reset",
+            "operator resets chats with the temporal CLI",
+            "`temporal workflow reset` of chats mid-checkpoint and completed, to after a "
+            "save_chunk (same answer) and to after validate_prompt with the simulator's "
+            "variant set (a new answer); each must serve exactly one run's answer",
+            operator_reset,
+            phase="checkpointing",
+            cache=False,
+            after=after_reset,
         ),
     )
 }

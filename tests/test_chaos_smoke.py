@@ -4,7 +4,9 @@ The same runner as `make chaos` (`python -m chaos`), on a stack of its own (the
 scenarios stop PostgreSQL and Temporal, which the session stack of the other tests must
 not suffer). Each scenario must end with every chat completed, no chunk lost or
 duplicated (PostgreSQL, SSE transcript, chunks by cursor), every event of the chat's
-log delivered once, and one LLM generation per chat (resume mode).
+log delivered once, and one LLM generation per chat (resume mode). In the operator
+scenarios the chats the operator terminated end `terminated` instead (with a beginning
+of their answer), and a chat reset to before its LLM call has exactly two generations.
 """
 
 from __future__ import annotations
@@ -52,8 +54,19 @@ def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosStack
 async def test_scenario_keeps_every_chat_whole(chaos_stack: ChaosStack, name: str) -> None:
     result = await run_scenario(chaos_stack, SCENARIOS[name], CONFIG, log=print)
     context = f"seed {SEED} (CHAOS_SEED={SEED} to rerun), fault {result.fault}"
-    assert result.completed == CHATS, f"{result.failures}; {context}"
+    terminated_by_operator = result.operator.get("actions", {}).get("terminate", 0)
+    assert result.terminated == terminated_by_operator, f"{result.failures}; {context}"
+    # result.chats: operator-reset starts one chat of its own on top of the CHATS.
+    assert result.completed == result.chats - terminated_by_operator, (
+        f"{result.failures}; {context}"
+    )
     assert result.chunks_lost == 0 and result.chunks_duplicated == 0, result.failures
     assert result.events_lost == 0 and result.events_duplicated == 0, result.failures
-    assert result.generations_max == 1 and result.generations_mean == 1, result.failures
+    assert result.generations_unexpected == {}, result.failures
+    if name.startswith("operator-"):
+        assert result.operator["chats"] >= 1, f"the operator did nothing; {context}"
+        assert result.operator["chats_ok"] == result.operator["chats"], result.failures
+        assert result.operator["running_after"] == 0, result.failures
+    else:
+        assert result.generations_max == 1 and result.generations_mean == 1, result.failures
     assert result.passed, f"{result.failures}; {context}"
