@@ -32,6 +32,7 @@ from chaos.harness import (
 )
 from chaos.stack import CHAOS_USER, auth_headers
 from devstack.stack import temporal_cli
+from testing.operator import reset_point_after
 
 # "Within a few seconds": how soon a terminated chat must say so (status, record), and
 # how soon visibility must count nothing running (tests/test_operator_actions.py: 10 s).
@@ -78,28 +79,6 @@ async def activity_completions(temporal: Client, workflow_id: str, activity_type
             attrs = event.activity_task_completed_event_attributes
             completed += scheduled.get(attrs.scheduled_event_id) == activity_type
     return completed
-
-
-async def reset_point_after(
-    temporal: Client, workflow_id: str, activity_type: str, nth: int = 1
-) -> int | None:
-    """The event id of the first workflow task completed after the `nth` completion of
-    `activity_type` (where `temporal workflow reset --event-id` replays to: the new run
-    goes on from right after that activity); None if there is none yet. The same rule
-    as tests/test_operator_actions.py."""
-    scheduled: dict[int, str] = {}
-    completed = 0
-    async for event in temporal.get_workflow_handle(workflow_id).fetch_history_events():
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            scheduled[event.event_id] = (
-                event.activity_task_scheduled_event_attributes.activity_type.name
-            )
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            attrs = event.activity_task_completed_event_attributes
-            completed += scheduled.get(attrs.scheduled_event_id) == activity_type
-        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED and completed >= nth:
-            return event.event_id
-    return None
 
 
 async def current_run_id(temporal: Client, workflow_id: str) -> str:

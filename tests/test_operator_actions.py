@@ -189,6 +189,7 @@ async def test_reset_after_validation_serves_exactly_the_new_answer(
     assert first == expected_answer(prompt, 200)
     first_events = await read_sse(gateway, workflow_id)
     point = await reset_point_after(temporal_client, workflow_id, "validate_prompt")
+    assert point is not None
 
     async with simulator_variant(simulator, "after-reset"):  # the model answers otherwise
         await operator(
@@ -231,6 +232,7 @@ async def test_reset_mid_checkpoint_continues_the_same_answer(
         interval_s=0.02,
     )
     point = await reset_point_after(temporal_client, handle.id, "save_chunk", nth=3)
+    assert point is not None
     async with simulator_variant(simulator, "not-asked-again"):
         await operator(
             fleet, "workflow", "reset", "--workflow-id", handle.id,
