@@ -216,6 +216,16 @@ async def test_a_generation_cancelled_at_the_provider_ends_the_chat_as_cancelled
             )
 
         generation = await wait_for(response_id, timeout_s=30)
+
+        async def some_text_seen() -> bool:  # billed tokens exist only once some were sent
+            return bool(
+                await db.fetchval(
+                    "SELECT count(*) FROM chat_events WHERE workflow_id = $1 AND type = 'delta'",
+                    handle.id,
+                )
+            )
+
+        await wait_for(some_text_seen, timeout_s=30)
         (await simulator.post(f"/v1/responses/{generation}/cancel")).raise_for_status()
         status = await wait_status(gateway, handle.id, {"cancelled"})
         assert "cancelled at the provider" in status["error"]
