@@ -21,11 +21,11 @@ from typing import Any
 import asyncpg
 import structlog
 
+from common.contract import TERMINAL_EVENTS
 from storage import EVENTS_CHANNEL, ChatEvent, ChatStore
 
 log = structlog.get_logger(__name__)
 
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "terminated", "timed_out"})
 # A stream re-reads the log at least this often even without a NOTIFY (a notification
 # lost while the LISTEN connection was being re-established must not stall it).
 FALLBACK_POLL_S = 2.0

@@ -6,12 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.chunking import split_into_chunks
-from testing.oracle import expected_answer
-
-# What the gateway sends to the simulator for a chat started with only a prompt and
-# max_tokens (common.settings: the simulator's model name, temperature 0.7).
-GATEWAY_MODEL = "simulator"
-GATEWAY_TEMPERATURE = 0.7
+from testing.oracle import GATEWAY_MODEL, GATEWAY_TEMPERATURE, expected_answer
 
 
 def max_tokens_for_chunks(prompt: str, chunks: int, target_chars: int) -> tuple[int, int]:

@@ -11,7 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.machine import machine_info, settings_in_force
+from bench.settings import settings_in_force
+from testing.machine import machine_info
 
 
 @dataclass

@@ -21,11 +21,11 @@ from typing import Any
 import asyncpg
 import httpx
 
-from api.events import TERMINAL_EVENTS
 from bench.figures import Figure, Report
 from bench.runner import run_benchmark
 from bench.stack import gateway_client, log
 from bench.stats import percentile_ms, summary
+from common.contract import TERMINAL_EVENTS
 from testing.chats import start_chat
 from testing.oracle import unique_prompt
 from testing.sse import StreamEvent, stream_events

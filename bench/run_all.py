@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.figures import Figure, table
-from bench.machine import machine_info
 from bench.runner import RESULTS_DIR, SIZES, now_utc
 from bench.stack import stop_on_signals
+from testing.machine import machine_info
 from testing.stack import ROOT
 
 BENCHMARKS = ("ttft", "checkpoints", "recovery", "concurrency", "reconnect")

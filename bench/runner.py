@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.figures import Report, emit
-from bench.machine import git_head
 from bench.sampler import ProcessSampler, busy_core_seconds, contention
 from bench.stack import harness_app_env, log, running_stack, stop_on_signals
+from testing.machine import git_head
 from testing.stack import ROOT, LocalStack
 
 RESULTS_DIR = ROOT / "bench" / "results"

@@ -26,15 +26,14 @@ import asyncpg
 import httpx
 import openai
 
-from api.events import TERMINAL_EVENTS
-from bench.chats import GATEWAY_MODEL, GATEWAY_TEMPERATURE
 from bench.figures import Figure, Report
 from bench.runner import run_benchmark
 from bench.stack import gateway_client, log
 from bench.stats import percentile_ms, summary
+from common.contract import TERMINAL_EVENTS
 from common.settings import Settings
 from testing.chats import start_chat
-from testing.oracle import unique_prompt
+from testing.oracle import GATEWAY_MODEL, GATEWAY_TEMPERATURE, unique_prompt
 from testing.sse import StreamEvent, stream_events
 from testing.stack import LocalStack
 

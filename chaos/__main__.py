@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 from chaos.harness import RunConfig, ScenarioResult, run_scenario
-from chaos.report import machine, operator_table, table
+from chaos.report import operator_table, table
 from chaos.scenarios import SCENARIOS
 from chaos.stack import ChaosStack
+from testing.machine import machine_info
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers,
         "simulator": stack.simulator_env,
         "app_env": stack.app_env,
-        "machine": machine(),
+        "machine": machine_info(),
         "wall_s": round(time.time() - began, 1),
         "passed": all(r.passed for r in results),
         "results": [r.to_json(with_chats=False) for r in results],

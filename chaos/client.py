@@ -10,7 +10,7 @@ exactly once and measure when progress resumed after a fault.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,19 +18,9 @@ from typing import Any
 
 import httpx
 
-# Every way a chat's stream ends: its own ends, and those an operator or a timeout gives
-# it (`terminated`, `timed_out`, written by the reconciler; api/events.py).
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "terminated", "timed_out"})
-# How long a client waits before trying again after a dropped stream or an error answer
-# (503 while a dependency is down, connection refused while the gateway restarts): from
-# FIRST_BACKOFF_S, doubling up to MAX_BACKOFF_S while attempts keep failing, as the UI's
-# client does (ui/gateway_client.py, there 0.5 s to 5 s).
-FIRST_BACKOFF_S = 0.2
-MAX_BACKOFF_S = 2.0
-
-
-class StartFailedError(Exception):
-    """The gateway refused to start a chat with a non-retryable answer."""
+from common.contract import TERMINAL_EVENTS
+from testing.chats import FIRST_BACKOFF_S, MAX_BACKOFF_S
+from testing.sse import StreamEvent, stream_events
 
 
 @dataclass(frozen=True)
@@ -121,50 +111,36 @@ class ChatFollower:
         return True
 
     async def _read_once(self) -> None:
-        headers = dict(self.headers)
-        if self.events:
-            headers["Last-Event-ID"] = str(self.last_id)
-        url = f"/api/workflows/{self.workflow_id}/events"
         connected = False
+
+        def opened() -> None:
+            nonlocal connected
+            connected = True
+            self.connects += 1
+
+        stream = stream_events(
+            self.http,
+            self.workflow_id,
+            last_event_id=self.last_id if self.events else None,
+            headers=dict(self.headers),
+            on_open=opened,
+        )
         try:
-            async with self.http.stream("GET", url, headers=headers) as response:
-                if response.status_code != 200:
-                    self.refused += 1
-                    return
-                connected = True
-                self.connects += 1
-                await self._consume(response)
-        except (httpx.TransportError, httpx.StreamError):
+            async with contextlib.aclosing(stream) as received:
+                async for event in received:
+                    self._on_event(event)
+                    if self.done.is_set():
+                        return
+        except (httpx.TransportError, httpx.StreamError, httpx.HTTPStatusError):
             if connected:
                 self.drops += 1
             else:
                 self.refused += 1
             return
-        if not self.done.is_set():
-            self.drops += 1  # the server ended the stream without a terminal event
+        self.drops += 1  # the server ended the stream without a terminal event
 
-    async def _consume(self, response: httpx.Response) -> None:
-        """Parse the stream until its terminal event (leaving the `async with` of the
-        caller then closes the connection)."""
-        current: dict[str, str] = {}
-        async for line in response.aiter_lines():
-            if line == "":
-                if "event" in current and "id" in current:
-                    self._on_event(current)
-                    if self.done.is_set():
-                        return
-                current = {}
-            elif not line.startswith(":"):
-                name, _, value = line.partition(":")
-                current[name] = value[1:] if value.startswith(" ") else value
-
-    def _on_event(self, raw: dict[str, str]) -> None:
-        event = Received(
-            seq=int(raw["id"]),
-            type=raw["event"],
-            data=json.loads(raw.get("data", "null")),
-            at=time.time(),
-        )
+    def _on_event(self, received: StreamEvent) -> None:
+        event = Received(seq=received.id, type=received.event, data=received.data, at=received.wall)
         self.events.append(event)
         data = event.data if isinstance(event.data, dict) else {}
         if event.type == "reset":
@@ -182,35 +158,6 @@ class ChatFollower:
             self.done.set()
 
 
-async def start_chat(
-    http: httpx.AsyncClient,
-    body: dict[str, Any],
-    *,
-    headers: Mapping[str, str] | None = None,
-    deadline_s: float = 120.0,
-) -> tuple[str, int]:
-    """POST /api/workflows/start, retrying connection errors, 503 and 429 until
-    `deadline_s` (send an `idempotency_key` so that a retry never starts a second chat).
-    Returns (workflow id, attempts)."""
-    give_up = time.monotonic() + deadline_s
-    attempts = 0
-    backoff = FIRST_BACKOFF_S
-    while True:
-        attempts += 1
-        try:
-            response = await http.post("/api/workflows/start", json=body, headers=headers)
-        except httpx.TransportError as err:
-            if time.monotonic() > give_up:
-                raise StartFailedError(f"gateway unreachable: {err}") from err
-        else:
-            if response.status_code == 202:
-                return str(response.json()["workflow_id"]), attempts
-            if response.status_code not in (429, 502, 503, 504) or time.monotonic() > give_up:
-                raise StartFailedError(f"start answered {response.status_code}: {response.text}")
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, MAX_BACKOFF_S)
-
-
 async def get_status(
     http: httpx.AsyncClient, workflow_id: str, headers: Mapping[str, str] | None = None
 ) -> tuple[int, dict[str, Any]]:
@@ -226,21 +173,3 @@ async def get_status(
     except ValueError:
         body = {}
     return response.status_code, body if isinstance(body, dict) else {}
-
-
-async def read_chunks_by_cursor(
-    http: httpx.AsyncClient, workflow_id: str, headers: Mapping[str, str] | None = None
-) -> list[dict[str, Any]]:
-    """Follow GET /chunks?from_id=N from 0 to the end, as a polling client would."""
-    chunks: list[dict[str, Any]] = []
-    cursor = 0
-    while True:
-        response = await http.get(
-            f"/api/workflows/{workflow_id}/chunks", params={"from_id": cursor}, headers=headers
-        )
-        response.raise_for_status()
-        page = response.json()
-        chunks.extend(page["chunks"])
-        if not page["chunks"]:
-            return chunks
-        cursor = int(page["next_from_id"])

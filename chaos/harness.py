@@ -42,45 +42,14 @@ import httpx
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 
-from chaos.client import (
-    TERMINAL_EVENTS,
-    ChatFollower,
-    Received,
-    StartFailedError,
-    get_status,
-    read_chunks_by_cursor,
-    start_chat,
-)
+from chaos.client import ChatFollower, Received, get_status
 from chaos.stack import ChaosStack, auth_headers
 from common.chunking import split_into_chunks
-from llm_simulator.text import SimulatedReply, simulated_reply
+from common.contract import TERMINAL_EVENTS
+from testing.chats import StartRefusedError, read_all_chunks, start_chat_retrying
+from testing.oracle import expected_answer, prompt_ending
 
-# What the gateway sends the simulator for a chat started with a prompt and max_tokens.
-GATEWAY_MODEL = "simulator"
-GATEWAY_TEMPERATURE = 0.7
 PHASES = ("generating", "checkpointing")
-
-
-def expected_reply(prompt: str, max_tokens: int, variant: str = "") -> SimulatedReply:
-    """The simulator's reply to this chat (tokens, how it ends), computed without asking it;
-    `variant`: as answered while `POST /sim/variant` is set (a model sampling again)."""
-    messages = [{"role": "user", "content": prompt}]
-    return simulated_reply(messages, GATEWAY_MODEL, max_tokens, GATEWAY_TEMPERATURE, variant)
-
-
-def expected_answer(prompt: str, max_tokens: int, variant: str = "") -> str:
-    """The simulator's answer to this chat, computed without asking it."""
-    return "".join(expected_reply(prompt, max_tokens, variant).tokens)
-
-
-def prompt_that_ends(base: str, max_tokens: int, finish_reason: str) -> str:
-    """`base` with the first numbered suffix whose answer ends with `finish_reason`
-    (`stop`: shorter than `max_tokens`; `length`: cut at it), so a run has both."""
-    for variant in itertools.count():
-        prompt = f"{base} (v{variant})"
-        if expected_reply(prompt, max_tokens).finish_reason == finish_reason:
-            return prompt
-    raise AssertionError("unreachable")
 
 
 # --- configuration and records ----------------------------------------------------------
@@ -364,10 +333,11 @@ async def run_scenario(
     for i in range(config.chats):
         max_tokens = rng.randint(config.min_tokens, config.max_tokens)
         ends = "stop" if i % 2 == 0 else "length"  # half end naturally, half at the limit
-        prompt = prompt_that_ends(
-            f"Chaos {scenario.name} chat {i}: tell me about durable execution [{tag}-{i}]",
-            max_tokens,
+        prompt = prompt_ending(
             ends,
+            max_tokens,
+            f"Chaos {scenario.name} chat {i}: tell me about durable execution [{tag}-{i}]",
+            unique=False,
         )
         expected = expected_answer(prompt, max_tokens)
         runs.append(
@@ -432,8 +402,8 @@ async def start_and_follow(http: httpx.AsyncClient, run: ChatRun, delay_s: float
     if not run.use_cache:
         body["cache"] = False
     try:
-        run.workflow_id, run.start_attempts = await start_chat(http, body)
-    except StartFailedError as err:
+        run.workflow_id, run.start_attempts = await start_chat_retrying(http, body)
+    except StartRefusedError as err:
         run.start_error = str(err)
         return
     run.follower = ChatFollower(http, run.workflow_id)
@@ -630,7 +600,7 @@ async def _verify(ctx: FaultContext, run: ChatRun, fault: FaultRecord) -> ChatVe
     by_cursor: list[dict[str, Any]] | None = None
     if run.workflow_id and status == run.expected_status:
         try:
-            by_cursor = await read_chunks_by_cursor(ctx.http, run.workflow_id, auth_headers())
+            by_cursor = await read_all_chunks(ctx.http, run.workflow_id, auth_headers())
         except httpx.HTTPError as err:
             problems.append(f"chunks by cursor: {err}")
     if by_cursor is not None:

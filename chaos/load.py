@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -31,12 +30,14 @@ from typing import Any
 
 import asyncpg
 import httpx
-import psutil
 
-from chaos.client import ChatFollower, StartFailedError, start_chat
-from chaos.harness import expected_answer
-from chaos.report import machine
+from bench.sampler import ProcessSampler
+from bench.stats import percentile
+from chaos.client import ChatFollower
 from chaos.stack import ChaosStack, auth_headers
+from testing.chats import StartRefusedError, start_chat_retrying
+from testing.machine import machine_info
+from testing.oracle import expected_answer
 
 DEFAULT_SIMULATOR = {"SIM_TTFT_MS": "400", "SIM_TOKENS_PER_SECOND": "40"}
 
@@ -53,48 +54,23 @@ class LoadChat:
     error: str | None = None
 
 
-class CpuSampler:
-    """CPU seconds used by each process of the stack (and PostgreSQL's backends) while
-    the load runs: where the machine's time went."""
-
-    def __init__(self, stack: ChaosStack) -> None:
-        self._stack = stack
-        self._start: dict[str, float] = {}
-
-    def _now(self) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        for process in self._stack.local.processes:
-            if not process.alive():
-                continue
-            name = process.name.split("-")[0]
-            try:
-                root = psutil.Process(process.pid)
-                members = [root, *root.children(recursive=True)]
-                used = 0.0
-                for member in members:
-                    with contextlib.suppress(psutil.Error):
-                        times = member.cpu_times()
-                        used += times.user + times.system
-            except psutil.Error:
-                continue
-            totals[name] = totals.get(name, 0.0) + used
-        return totals
-
-    def start(self) -> None:
-        self._start = self._now()
-
-    def used(self) -> dict[str, float]:
-        end = self._now()
-        return {k: round(v - self._start.get(k, 0.0), 1) for k, v in sorted(end.items())}
+def _stack_processes(stack: ChaosStack) -> dict[str, int]:
+    """The stack's live processes by name (their CPU is summed per kind: `worker-2` ->
+    `worker`)."""
+    return {p.name: p.pid for p in stack.local.processes if p.alive()}
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return round(ordered[rank - 1], 3)
+def _seconds(values: list[float], q: float) -> float | None:
+    value = percentile(values, q)
+    return None if value is None else round(value, 3)
+
+
+def _cpu_by_kind(sampler: ProcessSampler) -> dict[str, float]:
+    used: dict[str, float] = {}
+    for name, seconds in sampler.cpu_seconds().items():
+        kind = name.split("-")[0]
+        used[kind] = round(used.get(kind, 0.0) + seconds, 1)
+    return dict(sorted(used.items()))
 
 
 async def _run_chat(http: httpx.AsyncClient, chat: LoadChat, deadline_s: float) -> None:
@@ -102,8 +78,8 @@ async def _run_chat(http: httpx.AsyncClient, chat: LoadChat, deadline_s: float) 
     body = {"prompt": chat.prompt, "max_tokens": chat.max_tokens, "cache": False}
     body["idempotency_key"] = uuid.uuid5(uuid.NAMESPACE_URL, chat.prompt).hex
     try:
-        chat.workflow_id, chat.start_attempts = await start_chat(http, body, deadline_s=60)
-    except StartFailedError as err:
+        chat.workflow_id, chat.start_attempts = await start_chat_retrying(http, body, deadline_s=60)
+    except StartRefusedError as err:
         chat.error = str(err)
         return
     chat.accepted_at = time.time()
@@ -130,12 +106,11 @@ async def run_load(stack: ChaosStack, chats: int, max_tokens: int, seed: int) ->
         timeout=httpx.Timeout(60.0, connect=10.0),
         headers=auth_headers(),
     ) as http:
-        cpu = CpuSampler(stack)
-        cpu.start()
-        began = time.time()
-        await asyncio.gather(*(_run_chat(http, chat, 900.0) for chat in work))
-        ended = time.time()
-        cpu_used = cpu.used()
+        with ProcessSampler(lambda: _stack_processes(stack), interval_s=0.5) as sampler:
+            began = time.time()
+            await asyncio.gather(*(_run_chat(http, chat, 900.0) for chat in work))
+            ended = time.time()
+        cpu_used = _cpu_by_kind(sampler)
         stats = (await http.get(f"{stack.simulator_url}/sim/stats")).json()
 
     db = await asyncpg.connect(stack.database_url)
@@ -196,12 +171,12 @@ async def run_load(stack: ChaosStack, chats: int, max_tokens: int, seed: int) ->
         "chunk_checkpoints": chunk_rows,
         "chunk_checkpoints_per_s": round(chunk_rows / wall, 1),
         "latency_s": {
-            "p50": percentile(latencies, 50),
-            "p95": percentile(latencies, 95),
+            "p50": _seconds(latencies, 50),
+            "p95": _seconds(latencies, 95),
             "max": round(max(latencies), 3) if latencies else None,
         },
-        "first_token_s": {"p50": percentile(first_token, 50), "p95": percentile(first_token, 95)},
-        "start_request_s": {"p50": percentile(accept, 50), "p95": percentile(accept, 95)},
+        "first_token_s": {"p50": _seconds(first_token, 50), "p95": _seconds(first_token, 95)},
+        "start_request_s": {"p50": _seconds(accept, 50), "p95": _seconds(accept, 95)},
         "start_retries": sum(c.start_attempts - 1 for c in work if c.start_attempts),
         "sse_reconnects": reconnects,
         "sse_refused": sum(c.follower.refused for c in work if c.follower is not None),
@@ -251,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers,
         "max_tokens": args.max_tokens,
         "simulator": simulator,
-        "machine": {**machine(), "load_average_before": [round(x, 2) for x in load_before]},
+        "machine": {**machine_info(), "load_average_before": [round(x, 2) for x in load_before]},
         **result,
     }
     latency, first = result["latency_s"], result["first_token_s"]

@@ -20,19 +20,18 @@ import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from chaos.client import TERMINAL_EVENTS, get_status
+from chaos.client import get_status
 from chaos.harness import (
     ChatRun,
     FaultContext,
     FaultRecord,
-    expected_answer,
-    expected_reply,
-    prompt_that_ends,
     start_and_follow,
 )
 from chaos.stack import CHAOS_USER, auth_headers
+from common.contract import TERMINAL_EVENTS
 from devstack.stack import temporal_cli
 from testing.operator import reset_point_after
+from testing.oracle import expected_answer, expected_reply, prompt_ending
 
 # "Within a few seconds": how soon a terminated chat must say so (status, record), and
 # how soon visibility must count nothing running (tests/test_operator_actions.py: 10 s).
@@ -380,11 +379,12 @@ async def _start_late_chat(ctx: FaultContext, timeout_s: float = 60) -> ChatRun 
     further than that in `timeout_s` (it is verified like the others all the same)."""
     index = len(ctx.runs)
     max_tokens = ctx.config.max_tokens
-    prompt = prompt_that_ends(
+    prompt = prompt_ending(
+        "length",
+        max_tokens,
         f"Chaos operator-reset late chat {index}: tell me about durable execution "
         f"[{ctx.tag}-{index}]",
-        max_tokens,
-        "length",
+        unique=False,
     )
     expected = expected_answer(prompt, max_tokens)
     run = ChatRun(
@@ -479,7 +479,7 @@ async def _reset(ctx: FaultContext, run: ChatRun, kind: str, variant: str = "") 
     run.action_done_at = done_at
     run.reset_run_id = new_run
     if kind == "reset-regenerate":
-        reply = expected_reply(run.prompt, run.max_tokens, variant)
+        reply = expected_reply(run.prompt, run.max_tokens, variant=variant)
         run.expected = "".join(reply.tokens)
         run.finish_reason = reply.finish_reason
         run.expected_generations = 2

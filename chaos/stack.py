@@ -17,7 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testing.keys import TEST_API_KEYS
+from testing.keys import auth_headers as test_user_headers
 from testing.stack import LocalStack, ManagedProcess, http_ok
+from testing.workers import worker_process
 
 # A slowish simulator, so that a fault lands while answers are being written.
 CHAOS_SIMULATOR_ENV = {"SIM_TTFT_MS": "100", "SIM_TOKENS_PER_SECOND": "150"}
@@ -25,14 +28,13 @@ CHAOS_SIMULATOR_ENV = {"SIM_TTFT_MS": "100", "SIM_TOKENS_PER_SECOND": "150"}
 CHAOS_CHUNKING_ENV = {"CHUNK_TARGET_CHARS": "48", "CHECKPOINT_WINDOW": "4"}
 
 CHAOS_USER = "chaos"
-CHAOS_API_KEY = "chaos-suite-key-0123456789abcdef"
 
 
 def access_env() -> dict[str, str]:
     """The gateway's access settings for a suite stack: auth on with the suite's own key,
     per-user limits out of the way (they have their own tests)."""
     return {
-        "API_KEYS": f"{CHAOS_USER}:{CHAOS_API_KEY}",
+        "API_KEYS": f"{CHAOS_USER}:{TEST_API_KEYS[CHAOS_USER]}",
         "AUTH_ENABLED": "true",
         "RATE_LIMIT_PER_MINUTE": "1000000",
         "MAX_CONCURRENT_CHATS": "1000000",
@@ -40,15 +42,7 @@ def access_env() -> dict[str, str]:
 
 
 def auth_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {CHAOS_API_KEY}"}
-
-
-def _pid_of(identity: str) -> int | None:
-    """`worker-<pid>@<host>` -> pid."""
-    try:
-        return int(identity.removeprefix("worker-").split("@", 1)[0])
-    except ValueError:
-        return None
+    return test_user_headers(CHAOS_USER)
 
 
 _ENV_LOCK = threading.Lock()
@@ -118,8 +112,7 @@ class ChaosStack:
         return self.local.live_workers()
 
     def worker_by_identity(self, identity: str) -> ManagedProcess | None:
-        pid = _pid_of(identity)
-        return next((w for w in self.live_workers() if w.pid == pid), None)
+        return worker_process(self.local, identity)
 
     # --- faults (blocking: call them through asyncio.to_thread) ------------------------
 

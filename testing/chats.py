@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import asyncpg
@@ -38,18 +39,23 @@ async def wait_status(
     return await wait_for(reached, timeout_s=timeout_s, interval_s=0.2)
 
 
-async def read_all_chunks(gateway: httpx.AsyncClient, workflow_id: str) -> list[dict[str, Any]]:
-    """Follow the chunk cursor from 0 to the end, as a client would."""
+async def read_all_chunks(
+    gateway: httpx.AsyncClient, workflow_id: str, headers: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Follow the chunk cursor (`GET /chunks?from_id=N`) from 0 to the end, as a polling
+    client would."""
     chunks: list[dict[str, Any]] = []
     cursor = 0
     while True:
-        page = (
-            await gateway.get(f"/api/workflows/{workflow_id}/chunks", params={"from_id": cursor})
-        ).json()
+        response = await gateway.get(
+            f"/api/workflows/{workflow_id}/chunks", params={"from_id": cursor}, headers=headers
+        )
+        response.raise_for_status()
+        page = response.json()
         chunks.extend(page["chunks"])
         if not page["chunks"]:
             return chunks
-        cursor = page["next_from_id"]
+        cursor = int(page["next_from_id"])
 
 
 async def chunk_rows(db: asyncpg.Pool, workflow_id: str) -> list[asyncpg.Record]:
@@ -101,9 +107,49 @@ async def start_chat_directly(
     )
 
 
+class StartRefusedError(Exception):
+    """The gateway did not start a chat: an answer a retry would not change, or no
+    success before the caller's deadline."""
+
+
+# Retries of a start wait from FIRST_BACKOFF_S, doubling up to MAX_BACKOFF_S, as the
+# UI's client does after a dropped stream (ui/gateway_client.py, there 0.5 s to 5 s).
+FIRST_BACKOFF_S = 0.2
+MAX_BACKOFF_S = 2.0
+RETRYABLE_STARTS = frozenset({429, 502, 503, 504})
+
+
+async def start_chat_retrying(
+    gateway: httpx.AsyncClient,
+    body: dict[str, Any],
+    *,
+    headers: Mapping[str, str] | None = None,
+    deadline_s: float = 120.0,
+) -> tuple[str, int]:
+    """POST /api/workflows/start, retrying connection errors, 429 and 5xx until
+    `deadline_s` (0: one attempt). Send an `idempotency_key` in `body` so that a retry
+    never starts a second chat. Returns (workflow id, attempts)."""
+    give_up = time.monotonic() + deadline_s
+    attempts = 0
+    backoff = FIRST_BACKOFF_S
+    while True:
+        attempts += 1
+        try:
+            response = await gateway.post("/api/workflows/start", json=body, headers=headers)
+        except httpx.TransportError as err:
+            if time.monotonic() >= give_up:
+                raise StartRefusedError(f"gateway unreachable: {err}") from err
+        else:
+            if response.status_code == 202:
+                return str(response.json()["workflow_id"]), attempts
+            if response.status_code not in RETRYABLE_STARTS or time.monotonic() >= give_up:
+                raise StartRefusedError(f"start answered {response.status_code}: {response.text}")
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
 async def start_chat(gateway: httpx.AsyncClient, **body: object) -> str:
-    """Start a chat through the gateway (`POST /api/workflows/start` with `body`, which it
-    must accept with 202); return its workflow id."""
-    response = await gateway.post("/api/workflows/start", json=body)
-    assert response.status_code == 202, response.text
-    return str(response.json()["workflow_id"])
+    """Start a chat through the gateway (`POST /api/workflows/start` with `body`), which
+    must accept it at once with 202; return its workflow id."""
+    workflow_id, _ = await start_chat_retrying(gateway, dict(body), deadline_s=0)
+    return workflow_id

@@ -13,6 +13,8 @@ TEST_API_KEYS = {
     "intruder": "test-key-intruder-0123456789",
     "rate": "test-key-rate-0123456789ab",
     "busy": "test-key-busy-0123456789ab",
+    # The chaos suite's one user (chaos/stack.py): its stacks know no other.
+    "chaos": "chaos-suite-key-0123456789abcdef",
 }
 
 

@@ -6,6 +6,11 @@ import uuid
 
 from llm_simulator.text import SimulatedReply, simulated_reply
 
+# What the gateway sends to the simulator for a chat started with only a prompt and
+# max_tokens (common.settings: the simulator's model name, temperature 0.7).
+GATEWAY_MODEL = "simulator"
+GATEWAY_TEMPERATURE = 0.7
+
 
 def unique_prompt(text: str = "Tell me about durable execution") -> str:
     """A prompt no other test uses, so simulator counters can be read per prompt."""
@@ -15,8 +20,8 @@ def unique_prompt(text: str = "Tell me about durable execution") -> str:
 def expected_answer(
     prompt: str,
     max_tokens: int,
-    temperature: float = 0.7,
-    model: str = "simulator",
+    temperature: float = GATEWAY_TEMPERATURE,
+    model: str = GATEWAY_MODEL,
     history: list[dict[str, str]] | None = None,
     variant: str = "",
 ) -> str:
@@ -28,8 +33,8 @@ def expected_answer(
 def expected_reply(
     prompt: str,
     max_tokens: int,
-    temperature: float = 0.7,
-    model: str = "simulator",
+    temperature: float = GATEWAY_TEMPERATURE,
+    model: str = GATEWAY_MODEL,
     history: list[dict[str, str]] | None = None,
     variant: str = "",
 ) -> SimulatedReply:
@@ -39,11 +44,15 @@ def expected_reply(
     return simulated_reply(messages, model, max_tokens, temperature, variant)
 
 
-def prompt_ending(finish_reason: str, max_tokens: int, text: str = "Tell me about it") -> str:
-    """A unique prompt whose simulated answer (gateway defaults) ends with `finish_reason`
-    ("stop": shorter than `max_tokens`; "length": cut at it)."""
-    for _ in range(10_000):
-        prompt = unique_prompt(text)
+def prompt_ending(
+    finish_reason: str, max_tokens: int, text: str = "Tell me about it", *, unique: bool = True
+) -> str:
+    """A prompt whose simulated answer (gateway defaults) ends with `finish_reason`
+    ("stop": shorter than `max_tokens`; "length": cut at it): `text` with a random suffix
+    no other test uses, or with `unique=False` the first numbered suffix (`text (vN)`)
+    that does, the same in every run (chaos runs are reproducible from their seed)."""
+    for n in range(10_000):
+        prompt = unique_prompt(text) if unique else f"{text} (v{n})"
         if expected_reply(prompt, max_tokens).finish_reason == finish_reason:
             return prompt
     raise AssertionError(f"no prompt found that ends with {finish_reason} at {max_tokens}")

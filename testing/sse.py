@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +36,13 @@ async def stream_events(
     last_event_id: str | int | None = None,
     use_query: bool = False,
     headers: dict[str, str] | None = None,
+    on_open: Callable[[], None] | None = None,
 ) -> AsyncGenerator[StreamEvent, None]:
     """The chat's SSE stream (httpx-sse), event by event, until the server ends it.
 
     Resumes after `last_event_id` (the `Last-Event-ID` header, or the `last_event_id`
-    query with `use_query`). A refusal raises `httpx.HTTPStatusError`. Use it inside
+    query with `use_query`). A refusal raises `httpx.HTTPStatusError`; `on_open` is
+    called once the server has accepted the stream (200), before any event. Use it inside
     `contextlib.aclosing(...)` so that leaving the loop closes the connection at once.
     """
     sent = dict(headers or {})
@@ -55,6 +57,8 @@ async def stream_events(
         if source.response.status_code != 200:
             await source.response.aread()
             source.response.raise_for_status()
+        if on_open is not None:
+            on_open()
         async for sse in source.aiter_sse():
             if sse.event == "message" and not sse.data:
                 # httpx-sse turns the server's keep-alive comment into an empty "message"

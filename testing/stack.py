@@ -18,13 +18,16 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from devstack import local_llm
 from devstack.stack import command, temporal_server_args
 from testing.keys import TEST_API_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -40,6 +43,18 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
+
+
+def wait_until(predicate: Callable[[], T | None], timeout_s: float, what: str) -> T:
+    """Poll `predicate` (blocking) until it returns a truthy value; return that value.
+    For processes outside a LocalStack (`make up` in a test); async code: chats.wait_for."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise TimeoutError(f"{what}: not within {timeout_s} s")
 
 
 def http_ok(url: str) -> bool:

@@ -9,10 +9,15 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 
 from common.models import ChatRequest
-from testing.chats import chunk_rows, generations_for, read_all_chunks, wait_status
+from testing.chats import (
+    chunk_rows,
+    generations_for,
+    read_all_chunks,
+    start_chat_directly,
+    wait_status,
+)
 from testing.oracle import expected_answer, expected_reply, prompt_ending, unique_prompt
 from testing.simulator import simulator_pace
-from workflows.chat import ChatStreamingWorkflow
 
 
 async def test_full_flow_start_to_completed(gateway, simulator, db) -> None:
@@ -71,12 +76,7 @@ async def test_invalid_prompt_fails_fast_without_llm_call(
     temporal_client: Client, simulator, db
 ) -> None:
     prompt = "   \x07   "
-    handle = await temporal_client.start_workflow(
-        ChatStreamingWorkflow.run,
-        ChatRequest(prompt=prompt),
-        id=f"chat-test-{uuid.uuid4()}",
-        task_queue="chat-queue",
-    )
+    handle = await start_chat_directly(temporal_client, ChatRequest(prompt=prompt))
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     assert "control character" in str(failure.value.cause)

@@ -8,7 +8,6 @@ import os
 import re
 import socket
 import sys
-import uuid
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -16,10 +15,9 @@ from temporalio.client import Client
 from common import contract
 from common.models import ChatRequest
 from devstack import fleet as fl
-from testing.chats import chunk_rows, wait_for
+from testing.chats import chunk_rows, start_chat_directly, wait_for
 from testing.oracle import expected_answer, unique_prompt
 from testing.stack import ROOT, LocalStack, free_port
-from workflows.chat import ChatStreamingWorkflow
 
 
 async def run_cli(
@@ -114,13 +112,7 @@ async def test_kill_chat_kills_the_worker_running_it_and_the_chat_resumes(
     request = ChatRequest(
         prompt=prompt, max_tokens=max_tokens, chunk_target_chars=8, checkpoint_window=1
     )
-    handle = await temporal_client.start_workflow(
-        ChatStreamingWorkflow.run,
-        request,
-        id=f"chat-cli-{uuid.uuid4()}",
-        task_queue="chat-queue",
-        task_timeout=contract.WORKFLOW_TASK_TIMEOUT,
-    )
+    handle = await start_chat_directly(temporal_client, request)
 
     code, out, err = await run_cli(
         fleet, "kill", "--chat", handle.id, "--at-chunk", "20", "--follow", "--timeout", "60"

@@ -7,23 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import psutil
 
-from testing.stack import ROOT, free_port, http_ok
-
-
-def _wait(predicate, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(what)
+from testing.stack import ROOT, free_port, http_ok, wait_until
 
 
 def _workers(root: psutil.Process) -> list[psutil.Process]:
@@ -58,7 +47,9 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
     root = psutil.Process(up.pid)
     descendants: list[psutil.Process] = []
     try:
-        _wait(lambda: "durable-chat is up" in log_path.read_text(errors="replace"), 180, "banner")
+        wait_until(
+            lambda: "durable-chat is up" in log_path.read_text(errors="replace"), 180, "banner"
+        )
         banner = log_path.read_text(errors="replace")
         assert f"http://localhost:{ports['GATEWAY_PORT']}" in banner
         assert f"http://localhost:{ports['TEMPORAL_UI_PORT']}" in banner
@@ -66,7 +57,7 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
         assert http_ok(f"http://127.0.0.1:{ports['UI_PORT']}/login")
 
         descendants = root.children(recursive=True)
-        workers = _wait(lambda: len(_workers(root)) == 2 and _workers(root), 60, "two workers")
+        workers = wait_until(lambda: len(_workers(root)) == 2 and _workers(root), 60, "two workers")
         # The supervised processes are circusd's children (their own children, such as
         # PostgreSQL's per-connection backends, come and go with connections).
         circusd = root.children()[0]
@@ -77,7 +68,7 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
             ]
             return not running and "schema up to date" in log_path.read_text(errors="replace")
 
-        _wait(migrator_done, 60, "the migrator to finish")
+        wait_until(migrator_done, 60, "the migrator to finish")
         # The one-shot migrator is supervised too, but it is meant to have exited.
         supervised = {
             p.pid for p in circusd.children() if _alive(p) and "storage.migrate" not in _cmdline(p)
@@ -91,7 +82,7 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
             now = _workers(root)  # one look: the three checks must be of the same moment
             return now if len(now) == 2 and victim.pid not in {w.pid for w in now} else None
 
-        respawned = _wait(replaced, 30, "worker respawned")
+        respawned = wait_until(replaced, 30, "worker respawned")
         assert up.poll() is None
         alive_now = {p.pid for p in circusd.children()}
         assert others <= alive_now, "killing one worker must not stop any other process"
@@ -108,7 +99,7 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
             json={"prompt": "Still there?", "max_tokens": 30},
             headers=auth,
         ).json()
-        status = _wait(
+        status = wait_until(
             lambda: (
                 httpx.get(
                     f"{gateway}/api/workflows/{started['workflow_id']}/status", headers=auth

@@ -38,6 +38,28 @@ def long_prompt(max_tokens: int = 400) -> str:
     return prompt_ending("length", max_tokens)
 
 
+async def checkpointing_chat(
+    temporal: Client, db: asyncpg.Pool, max_tokens: int, saved: int
+) -> tuple[ChatRequest, Any]:
+    """A chat of tiny chunks saved one at a time (checkpointing takes seconds), returned
+    once `saved` of them are in PostgreSQL: an operator's action lands mid-checkpoint."""
+    request = ChatRequest(
+        prompt=long_prompt(max_tokens),
+        max_tokens=max_tokens,
+        chunk_target_chars=32,
+        checkpoint_window=1,
+    )
+    handle = await start_chat_directly(temporal, request)
+    await wait_for(
+        lambda: db.fetchval(
+            "SELECT count(*) >= $2 FROM chunks WHERE workflow_id = $1", handle.id, saved
+        ),
+        timeout_s=30,
+        interval_s=0.02,
+    )
+    return request, handle
+
+
 async def row(db: asyncpg.Pool, workflow_id: str) -> asyncpg.Record:
     found = await db.fetchrow("SELECT * FROM generations WHERE workflow_id = $1", workflow_id)
     assert found is not None
@@ -119,16 +141,7 @@ async def test_terminate_mid_checkpoint_keeps_saved_chunks(
     temporal_client: Client,
     db: asyncpg.Pool,
 ) -> None:
-    # Tiny chunks, one in flight at a time: checkpointing takes seconds.
-    request = ChatRequest(
-        prompt=long_prompt(1000), max_tokens=1000, chunk_target_chars=32, checkpoint_window=1
-    )
-    handle = await start_chat_directly(temporal_client, request)
-    await wait_for(
-        lambda: db.fetchval("SELECT count(*) >= 5 FROM chunks WHERE workflow_id = $1", handle.id),
-        timeout_s=30,
-        interval_s=0.02,
-    )
+    request, handle = await checkpointing_chat(temporal_client, db, 1000, saved=5)
     await operator(fleet, "workflow", "terminate", "--workflow-id", handle.id, "--reason", "x")
     status = await wait_status(gateway, handle.id, {"terminated"}, timeout_s=CLOSE_VISIBLE_S)
     events = await sse_until_end(gateway, handle.id)
@@ -222,15 +235,7 @@ async def test_reset_mid_checkpoint_continues_the_same_answer(
     temporal_client: Client,
     db: asyncpg.Pool,
 ) -> None:
-    request = ChatRequest(
-        prompt=long_prompt(600), max_tokens=600, chunk_target_chars=32, checkpoint_window=1
-    )
-    handle = await start_chat_directly(temporal_client, request)
-    await wait_for(
-        lambda: db.fetchval("SELECT count(*) >= 6 FROM chunks WHERE workflow_id = $1", handle.id),
-        timeout_s=30,
-        interval_s=0.02,
-    )
+    request, handle = await checkpointing_chat(temporal_client, db, 600, saved=6)
     point = await reset_point_after(temporal_client, handle.id, "save_chunk", nth=3)
     assert point is not None
     async with simulator_variant(simulator, "not-asked-again"):

@@ -7,7 +7,6 @@ to `workflows/` that would break chats already running fails here, in CI.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,7 +14,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.worker import Replayer
 
 from common.models import ChatRequest
-from testing.chats import wait_status
+from testing.chats import start_chat_directly, wait_status
 from testing.oracle import unique_prompt
 from testing.simulator import simulator_pace
 from tests.helpers import HISTORIES_DIR, keep_history
@@ -55,12 +54,7 @@ async def test_fresh_histories_replay(temporal_client: Client, gateway, simulato
         ).json()["workflow_id"]
         await wait_status(gateway, cancelled, {"running"})
         await gateway.post(f"/api/workflows/{cancelled}/cancel")
-        failed = await temporal_client.start_workflow(
-            ChatStreamingWorkflow.run,
-            ChatRequest(prompt=""),
-            id=f"chat-test-{uuid.uuid4()}",
-            task_queue="chat-queue",
-        )
+        failed = await start_chat_directly(temporal_client, ChatRequest(prompt=""))
         with pytest.raises(WorkflowFailureError):
             await failed.result()
         await wait_status(gateway, completed, {"completed"})

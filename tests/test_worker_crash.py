@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import uuid
 
 from temporalio.client import Client
 
-from common import contract
 from common.models import ChatRequest
-from testing.chats import chunk_rows, generations_for, wait_for
+from testing.chats import chunk_rows, generations_for, start_chat_directly, wait_for
 from testing.oracle import expected_answer, unique_prompt
 from testing.stack import LocalStack
 from testing.workers import worker_process
 from tests.helpers import keep_history
-from workflows.chat import ChatStreamingWorkflow
 
 
 async def test_kill_9_mid_checkpoint_resumes_without_loss_or_duplicates(
@@ -26,13 +23,7 @@ async def test_kill_9_mid_checkpoint_resumes_without_loss_or_duplicates(
     request = ChatRequest(
         prompt=prompt, max_tokens=max_tokens, chunk_target_chars=8, checkpoint_window=1
     )
-    handle = await temporal_client.start_workflow(
-        ChatStreamingWorkflow.run,
-        request,
-        id=f"chat-test-{uuid.uuid4()}",
-        task_queue="chat-queue",
-        task_timeout=contract.WORKFLOW_TASK_TIMEOUT,  # as the gateway starts chats
-    )
+    handle = await start_chat_directly(temporal_client, request)
 
     async def twenty_saved():  # type: ignore[no-untyped-def]
         rows = await chunk_rows(db, handle.id)

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import psutil
 import pytest
 
 from devstack import local_llm
-from testing.stack import ROOT, free_port, http_ok
+from testing.stack import ROOT, free_port, http_ok, wait_until
 
 pytestmark = pytest.mark.real_model
 
@@ -26,16 +25,6 @@ PORTS = (
     "GATEWAY_PORT", "UI_PORT", "TEMPORAL_PORT", "TEMPORAL_UI_PORT",
     "SIMULATOR_PORT", "POSTGRES_PORT", "LLAMA_PORT",
 )  # fmt: skip
-
-
-def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(what)
 
 
 def _commands(root: psutil.Process) -> dict[psutil.Process, str]:
@@ -65,8 +54,10 @@ def test_up_with_llm_local_runs_llama_server_instead_of_the_simulator(tmp_path: 
     gateway = f"http://127.0.0.1:{ports['GATEWAY_PORT']}"
     llama = f"http://127.0.0.1:{ports['LLAMA_PORT']}"
     try:
-        _wait(lambda: "durable-chat is up" in log_path.read_text(errors="replace"), 180, "banner")
-        _wait(lambda: http_ok(f"{llama}/health"), 60, "llama-server healthy")
+        wait_until(
+            lambda: "durable-chat is up" in log_path.read_text(errors="replace"), 180, "banner"
+        )
+        wait_until(lambda: http_ok(f"{llama}/health"), 60, "llama-server healthy")
         descendants = root.children(recursive=True)
         commands = _commands(root)
         [server] = [p for p, cmd in commands.items() if "/llama-server " in cmd]
@@ -88,7 +79,7 @@ def test_up_with_llm_local_runs_llama_server_instead_of_the_simulator(tmp_path: 
             body: dict[str, Any] = httpx.get(url, headers=auth).json()
             return body if body["status"] in ("completed", "failed") else None
 
-        status = _wait(finished, 120, "chat finished")
+        status = wait_until(finished, 120, "chat finished")
         assert status["status"] == "completed", status
         assert status["model"] == local_llm.MODEL_ALIAS
         assert status["cost_usd"] == 0
