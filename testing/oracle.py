@@ -30,6 +30,17 @@ def expected_answer(
     return "".join(reply.tokens)
 
 
+def chat_messages(
+    prompt: str,
+    instructions: str | None = None,
+    history: list[dict[str, str]] | None = None,
+) -> list[dict[str, str]]:
+    """The chat messages the simulator generates from: the instructions first (as a
+    system message), the earlier turns, the prompt."""
+    system = [] if instructions is None else [{"role": "system", "content": instructions}]
+    return [*system, *(history or []), {"role": "user", "content": prompt}]
+
+
 def expected_reply(
     prompt: str,
     max_tokens: int,
@@ -37,11 +48,31 @@ def expected_reply(
     model: str = GATEWAY_MODEL,
     history: list[dict[str, str]] | None = None,
     variant: str = "",
+    instructions: str | None = None,
 ) -> SimulatedReply:
     """The simulator's reply for this request (tokens, finish reason, natural length);
     `variant`: as answered under `POST /sim/variant`."""
-    messages = [*(history or []), {"role": "user", "content": prompt}]
+    messages = chat_messages(prompt, instructions, history)
     return simulated_reply(messages, model, max_tokens, temperature, variant)
+
+
+def prompt_with_natural_length(
+    label: str,
+    model: str,
+    *,
+    at_least: int = 0,
+    at_most: int = 10_000,
+    temperature: float = 1.0,
+    instructions: str | None = None,
+) -> tuple[str, SimulatedReply]:
+    """A unique prompt whose natural reply (sent straight to the simulator with `model`
+    and `temperature`) has between `at_least` and `at_most` tokens."""
+    for _ in range(20_000):
+        prompt = unique_prompt(label)
+        reply = expected_reply(prompt, 10_000, temperature, model, instructions=instructions)
+        if at_least <= reply.natural_tokens <= at_most:
+            return prompt, reply
+    raise AssertionError(f"no prompt with a natural length in [{at_least}, {at_most}]")
 
 
 def prompt_ending(

@@ -1,11 +1,11 @@
-"""Helpers for the simulator's own tests: prompts with a known ending, raw SSE reading, and
-strict validation against the ``openai`` SDK's types (no unknown fields anywhere)."""
+"""Helpers for the simulator's own tests: raw SSE reading of its OpenAI streams, and strict
+validation against the ``openai`` SDK's types (no unknown fields anywhere). What the
+simulator answers is computed by testing.oracle."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -14,8 +14,6 @@ import pydantic
 from httpx_sse import ServerSentEvent, aconnect_sse
 from openai import BaseModel as OpenAIModel
 from openai.types.responses import ResponseStreamEvent
-
-from llm_simulator.text import SimulatedReply, simulated_reply
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -35,44 +33,6 @@ BACKGROUND_PREAMBLE = (
 )
 #: Events that close the message item before ``response.completed`` / ``response.incomplete``.
 ITEM_DONE = ("response.output_text.done", "response.content_part.done", "response.output_item.done")
-
-
-def unique(label: str) -> str:
-    return f"{label} {uuid.uuid4().hex}"
-
-
-def chat_messages(prompt: str, instructions: str | None = None) -> list[dict[str, Any]]:
-    """The chat messages the simulator generates from (instructions first, as a system one)."""
-    system = [] if instructions is None else [{"role": "system", "content": instructions}]
-    return [*system, {"role": "user", "content": prompt}]
-
-
-def reply_for(
-    prompt: str,
-    model: str,
-    max_tokens: int,
-    temperature: float = 1.0,
-    instructions: str | None = None,
-) -> SimulatedReply:
-    return simulated_reply(chat_messages(prompt, instructions), model, max_tokens, temperature)
-
-
-def prompt_with_natural_length(
-    label: str,
-    model: str,
-    *,
-    at_least: int = 0,
-    at_most: int = 10_000,
-    temperature: float = 1.0,
-    instructions: str | None = None,
-) -> tuple[str, SimulatedReply]:
-    """A unique prompt whose natural reply has between ``at_least`` and ``at_most`` tokens."""
-    for _ in range(20_000):
-        prompt = unique(label)
-        reply = reply_for(prompt, model, 10_000, temperature, instructions)
-        if at_least <= reply.natural_tokens <= at_most:
-            return prompt, reply
-    raise AssertionError(f"no prompt with a natural length in [{at_least}, {at_most}]")
 
 
 def responses_event_types(

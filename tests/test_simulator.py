@@ -21,8 +21,8 @@ from llm_simulator.text import (
     simulated_reply,
     simulated_tokens,
 )
+from testing.oracle import prompt_with_natural_length
 from testing.simulator import running_simulator
-from tests.simulator_support import prompt_with_natural_length
 
 MODEL = "sim-test-model"
 

@@ -32,22 +32,19 @@ from openai.types.shared import ErrorObject
 
 from llm_simulator.settings import SimulatorSettings
 from llm_simulator.text import NATURAL_MAX_TOKENS, NATURAL_MIN_TOKENS
+from testing.oracle import chat_messages, expected_reply, prompt_with_natural_length, unique_prompt
 from testing.simulator import running_simulator
 from tests.simulator_support import (
     BACKGROUND_PREAMBLE,
     FOREGROUND_PREAMBLE,
     assert_no_extra_fields,
-    chat_messages,
     prompt_stats,
-    prompt_with_natural_length,
     read_sse,
-    reply_for,
     responses_event_types,
     sse_json,
     stats,
     strict,
     strict_event,
-    unique,
 )
 
 MODEL = "sim-contract-model"
@@ -194,7 +191,7 @@ async def test_responses_completed_in_background(sim: httpx.AsyncClient) -> None
 
 
 async def test_responses_incomplete_at_max_output_tokens(sim: httpx.AsyncClient) -> None:
-    prompt = unique("cut")
+    prompt = unique_prompt("cut")
     for background in (True, False):
         events, clean = await _stream_response(
             sim, _create_body(prompt, CUT, background=background)
@@ -207,7 +204,7 @@ async def test_responses_incomplete_at_max_output_tokens(sim: httpx.AsyncClient)
         assert strict_event(events[0]).response.status == (
             "queued" if background else "in_progress"
         )
-        assert _deltas(events) == "".join(reply_for(prompt, MODEL, CUT).tokens)
+        assert _deltas(events) == "".join(expected_reply(prompt, CUT, 1.0, MODEL).tokens)
         assert events[-2]["item"]["status"] == "incomplete"
         final = strict_event(events[-1]).response
         assert final.status == "incomplete" and final.completed_at is None
@@ -223,7 +220,7 @@ async def test_responses_incomplete_at_max_output_tokens(sim: httpx.AsyncClient)
 
 async def test_responses_content_filter(sim: httpx.AsyncClient) -> None:
     await _arm(sim, fault="content_filter", after_tokens=5)
-    prompt = unique("filtered")
+    prompt = unique_prompt("filtered")
     events, clean = await _stream_response(sim, _create_body(prompt, UNCUT, background=True))
     assert clean
     assert _types(events) == responses_event_types(background=True, deltas=5, end="incomplete")
@@ -231,7 +228,7 @@ async def test_responses_content_filter(sim: httpx.AsyncClient) -> None:
     assert final.status == "incomplete"
     assert final.incomplete_details is not None
     assert final.incomplete_details.reason == "content_filter"
-    assert final.output_text == "".join(reply_for(prompt, MODEL, 5).tokens)
+    assert final.output_text == "".join(expected_reply(prompt, 5, 1.0, MODEL).tokens)
     assert (await _retrieve(sim, final.id)).status == "incomplete"
     assert await prompt_stats(sim, prompt) == {"started": 1, "completed": 0}
 
@@ -239,7 +236,7 @@ async def test_responses_content_filter(sim: httpx.AsyncClient) -> None:
 async def test_responses_failed_stays_failed(sim: httpx.AsyncClient) -> None:
     await _arm(sim, fault="response_failed", after_tokens=4, code="invalid_prompt")
     events, clean = await _stream_response(
-        sim, _create_body(unique("failed"), UNCUT, background=True)
+        sim, _create_body(unique_prompt("failed"), UNCUT, background=True)
     )
     assert clean
     assert _types(events) == responses_event_types(background=True, deltas=4, end="failed")
@@ -256,7 +253,9 @@ async def test_responses_failed_stays_failed(sim: httpx.AsyncClient) -> None:
     ]
     # The default code is the transient one.
     await _arm(sim, fault="response_failed", after_tokens=0)
-    events, _ = await _stream_response(sim, _create_body(unique("failed"), UNCUT, background=True))
+    events, _ = await _stream_response(
+        sim, _create_body(unique_prompt("failed"), UNCUT, background=True)
+    )
     assert _types(events) == responses_event_types(background=True, deltas=0, end="failed")
     error = strict_event(events[-1]).response.error
     assert error is not None and error.code == "server_error"
@@ -298,7 +297,9 @@ async def test_responses_cancelled_mid_stream(sim: httpx.AsyncClient) -> None:
 
 async def test_cancel_refuses_what_cannot_be_cancelled(sim: httpx.AsyncClient) -> None:
     done = (
-        await sim.post("/v1/responses", json=_create_body(unique("done"), UNCUT, background=True))
+        await sim.post(
+            "/v1/responses", json=_create_body(unique_prompt("done"), UNCUT, background=True)
+        )
     ).json()
     await _eventually_status(sim, done["id"], "completed")
     refused = await sim.post(f"/v1/responses/{done['id']}/cancel")
@@ -309,12 +310,16 @@ async def test_cancel_refuses_what_cannot_be_cancelled(sim: httpx.AsyncClient) -
     )
 
     cut = (
-        await sim.post("/v1/responses", json=_create_body(unique("cut"), CUT, background=True))
+        await sim.post(
+            "/v1/responses", json=_create_body(unique_prompt("cut"), CUT, background=True)
+        )
     ).json()
     await _eventually_status(sim, cut["id"], "incomplete")
     assert (await sim.post(f"/v1/responses/{cut['id']}/cancel")).status_code == 400
 
-    foreground = (await sim.post("/v1/responses", json=_create_body(unique("sync"), 5))).json()
+    foreground = (
+        await sim.post("/v1/responses", json=_create_body(unique_prompt("sync"), 5))
+    ).json()
     refused = await sim.post(f"/v1/responses/{foreground['id']}/cancel")
     assert refused.status_code == 400
     assert "synchronous" in strict(ErrorObject, refused.json()["error"]).message
@@ -345,7 +350,7 @@ async def test_responses_error_event_then_reattach(sim: httpx.AsyncClient) -> No
 
 async def test_stuck_queued_until_cancelled(sim: httpx.AsyncClient) -> None:
     await _arm(sim, fault="stuck_queued")
-    prompt = unique("stuck")
+    prompt = unique_prompt("stuck")
     raw = await sim.post("/v1/responses", json=_create_body(prompt, UNCUT, background=True))
     created = strict(Response, raw.json())
     assert created.status == "queued" and created.output == []
@@ -463,7 +468,7 @@ async def test_chat_stream_ends_with_stop_or_length(sim: httpx.AsyncClient, endi
     payloads, data, clean = await _chat_stream(sim, prompt, max_tokens)
     assert clean and data[-1] == "[DONE]"
     chunks = [strict(ChatCompletionChunk, payload) for payload in payloads]
-    tokens = reply_for(prompt, MODEL, max_tokens).tokens
+    tokens = expected_reply(prompt, max_tokens, 1.0, MODEL).tokens
     assert _content(chunks) == "".join(tokens)
     assert chunks[0].choices[0].delta.role == "assistant"
     finish = [
@@ -479,7 +484,9 @@ async def test_chat_stream_ends_with_stop_or_length(sim: httpx.AsyncClient, endi
 
 
 async def test_chat_stream_usage_only_when_asked(sim: httpx.AsyncClient) -> None:
-    payloads, data, clean = await _chat_stream(sim, unique("no usage"), 10, include_usage=False)
+    payloads, data, clean = await _chat_stream(
+        sim, unique_prompt("no usage"), 10, include_usage=False
+    )
     assert clean and data[-1] == "[DONE]"
     chunks = [strict(ChatCompletionChunk, payload) for payload in payloads]
     assert all(chunk.choices for chunk in chunks)
@@ -489,16 +496,16 @@ async def test_chat_stream_usage_only_when_asked(sim: httpx.AsyncClient) -> None
 
 async def test_chat_content_filter_and_error_chunk(sim: httpx.AsyncClient) -> None:
     await _arm(sim, fault="content_filter", after_tokens=5)
-    prompt = unique("chat filter")
+    prompt = unique_prompt("chat filter")
     payloads, data, clean = await _chat_stream(sim, prompt, UNCUT)
     chunks = [strict(ChatCompletionChunk, payload) for payload in payloads]
     assert clean and data[-1] == "[DONE]"
-    assert _content(chunks) == "".join(reply_for(prompt, MODEL, 5).tokens)
+    assert _content(chunks) == "".join(expected_reply(prompt, 5, 1.0, MODEL).tokens)
     assert chunks[-2].choices[0].finish_reason == "content_filter"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
 
     await _arm(sim, fault="response_failed", after_tokens=5)
-    prompt = unique("chat error")
+    prompt = unique_prompt("chat error")
     payloads, data, clean = await _chat_stream(sim, prompt, UNCUT)
     assert clean and data[-1] != "[DONE]"
     chunks = [strict(ChatCompletionChunk, payload) for payload in payloads[:-1]]
@@ -538,7 +545,7 @@ async def test_chat_non_streaming_endings(sim: httpx.AsyncClient) -> None:
 
 async def test_chat_stall_pauses_the_generation(sim: httpx.AsyncClient) -> None:
     await _arm(sim, fault="stall", after_tokens=3, stall_s=0.8)
-    prompt = unique("chat stall")
+    prompt = unique_prompt("chat stall")
     task = asyncio.create_task(_chat_stream(sim, prompt, 30))
     await asyncio.sleep(0.3)  # 3 tokens after 23 ms, then the pause until 0.82 s
     paused_at = (await stats(sim))["output_tokens"]
@@ -548,13 +555,13 @@ async def test_chat_stall_pauses_the_generation(sim: httpx.AsyncClient) -> None:
     payloads, _, clean = await task
     assert clean
     chunks = [strict(ChatCompletionChunk, payload) for payload in payloads]
-    assert _content(chunks) == "".join(reply_for(prompt, MODEL, 30).tokens)
+    assert _content(chunks) == "".join(expected_reply(prompt, 30, 1.0, MODEL).tokens)
     assert await prompt_stats(sim, prompt) == {"started": 1, "completed": 1}
 
 
 async def test_stats_bill_every_produced_token(sim: httpx.AsyncClient) -> None:
     before = await stats(sim)
-    prompt = unique("billing")
+    prompt = unique_prompt("billing")
     await sim.post(
         "/v1/chat/completions",
         json={"model": MODEL, "messages": chat_messages(prompt), "max_tokens": 7},
@@ -601,19 +608,19 @@ async def test_client_sees_each_responses_ending(
     assert isinstance(events[-1], ResponseCompletedEvent)
     assert events[-1].response.output_text == "".join(reply.tokens)
 
-    events = await run(unique("client cut"), CUT)
+    events = await run(unique_prompt("client cut"), CUT)
     assert isinstance(events[-1], ResponseIncompleteEvent)
     details = events[-1].response.incomplete_details
     assert details is not None and details.reason == "max_output_tokens"
 
     await _arm(sim, fault="content_filter", after_tokens=2)
-    events = await run(unique("client filter"), UNCUT)
+    events = await run(unique_prompt("client filter"), UNCUT)
     assert isinstance(events[-1], ResponseIncompleteEvent)
     details = events[-1].response.incomplete_details
     assert details is not None and details.reason == "content_filter"
 
     await _arm(sim, fault="response_failed", after_tokens=2, code="invalid_prompt")
-    events = await run(unique("client failed"), UNCUT)
+    events = await run(unique_prompt("client failed"), UNCUT)
     assert isinstance(events[-1], ResponseFailedEvent)
     assert events[-1].response.status == "failed"
     assert events[-1].response.error is not None
@@ -642,7 +649,7 @@ async def test_client_error_event_cancel_and_queue(
 
     await _arm(sim, fault="stuck_queued")
     queued = await client.responses.create(
-        model=MODEL, input=unique("client queued"), max_output_tokens=UNCUT, background=True
+        model=MODEL, input=unique_prompt("client queued"), max_output_tokens=UNCUT, background=True
     )
     assert queued.status == "queued"
     assert (await client.responses.retrieve(queued.id)).status == "queued"
@@ -653,7 +660,7 @@ async def test_client_error_event_cancel_and_queue(
     assert replay[-1].response.status == "cancelled"
 
     done = await client.responses.create(
-        model=MODEL, input=unique("client done"), max_output_tokens=5
+        model=MODEL, input=unique_prompt("client done"), max_output_tokens=5
     )
     with pytest.raises(openai.BadRequestError):  # not a background response
         await client.responses.cancel(done.id)
@@ -713,12 +720,12 @@ async def test_client_chat_stream(client: AsyncOpenAI, sim: httpx.AsyncClient) -
         assert chunks[-1].usage.completion_tokens == min(max_tokens, reply.natural_tokens)
 
     await _arm(sim, fault="content_filter", after_tokens=4)
-    chunks = await run(unique("client chat filter"), UNCUT)
+    chunks = await run(unique_prompt("client chat filter"), UNCUT)
     assert chunks[-2].choices[0].finish_reason == "content_filter"
 
     await _arm(sim, fault="response_failed", after_tokens=4, code="invalid_prompt")
     with pytest.raises(openai.APIError) as raised:
-        await run(unique("client chat error"), UNCUT)
+        await run(unique_prompt("client chat error"), UNCUT)
     assert not isinstance(raised.value, openai.APIStatusError)  # a mid-stream error chunk
     assert raised.value.code == "invalid_prompt"
     assert raised.value.message
@@ -748,7 +755,7 @@ async def test_without_background_support(tmp_path: Path) -> None:
             ) as plain,
         ):
             raw = await http.post(
-                "/v1/responses", json=_create_body(unique("plain"), CUT, background=True)
+                "/v1/responses", json=_create_body(unique_prompt("plain"), CUT, background=True)
             )
             response = strict(Response, raw.json())
             assert response.status == "incomplete" and response.background is False
@@ -756,7 +763,7 @@ async def test_without_background_support(tmp_path: Path) -> None:
             assert (await http.post(f"/v1/responses/{response.id}/cancel")).status_code == 404
 
             events, clean = await _stream_response(
-                http, _create_body(unique("plain stream"), CUT, background=True)
+                http, _create_body(unique_prompt("plain stream"), CUT, background=True)
             )
             assert clean
             assert _types(events)[: len(FOREGROUND_PREAMBLE)] == list(FOREGROUND_PREAMBLE)
@@ -764,7 +771,7 @@ async def test_without_background_support(tmp_path: Path) -> None:
 
             stream = await plain.responses.create(
                 model=MODEL,
-                input=unique("probe"),
+                input=unique_prompt("probe"),
                 max_output_tokens=5,
                 background=True,
                 stream=True,

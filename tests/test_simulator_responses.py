@@ -35,8 +35,8 @@ from openai.types.responses import (
 )
 
 from llm_simulator.text import MARKER, SimulatedReply, simulated_reply, simulated_tokens
+from testing.oracle import prompt_with_natural_length
 from testing.simulator import running_simulator
-from tests.simulator_support import prompt_with_natural_length
 
 MODEL = "sim-responses-model"
 TOKENS_PER_SECOND = 500

@@ -21,15 +21,12 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +34,15 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import psutil  # noqa: E402
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client, WorkflowHistory  # noqa: E402
 
 from bench.sampler import tree_cpu  # noqa: E402
+from bench.stats import percentile_ms  # noqa: E402
 from common.models import ChatRequest  # noqa: E402
+from testing.chats import start_chat_directly  # noqa: E402
+from testing.machine import machine_info  # noqa: E402
 from testing.stack import LocalStack, ManagedProcess  # noqa: E402
-from workflows.chat import ChatStreamingWorkflow  # noqa: E402
 
 # Generation as fast as the simulator goes: the batch then measures checkpointing.
 FAST_SIMULATOR = {"SIM_TTFT_MS": "0", "SIM_TOKENS_PER_SECOND": "1000000"}
@@ -159,12 +157,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
     """Median and 95th percentile, in milliseconds."""
     if not values:
         return {}
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-    return {"p50_ms": at(0.5), "p95_ms": at(0.95)}
+    return {"p50_ms": percentile_ms(values, 50), "p95_ms": percentile_ms(values, 95)}
 
 
 def cpu_seconds(process: ManagedProcess) -> float:
@@ -179,10 +172,9 @@ async def run_batch(stack: LocalStack, chats: int, max_tokens: int) -> dict[str,
     before = {p.name: cpu_seconds(p) for p in stack.processes}
     started = time.monotonic()
     handles = [
-        await client.start_workflow(
-            ChatStreamingWorkflow.run,
+        await start_chat_directly(
+            client,
             ChatRequest(prompt=f"capacity batch {run} chat {i}", max_tokens=max_tokens),
-            id=f"capacity-{run}-{i}",
             task_queue=TASK_QUEUE,
         )
         for i in range(chats)
@@ -228,20 +220,6 @@ async def run_batch(stack: LocalStack, chats: int, max_tokens: int) -> dict[str,
     }
 
 
-def machine() -> dict[str, Any]:
-    free = subprocess.run(["free", "-h"], capture_output=True, text=True, check=False).stdout
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "nproc": psutil.cpu_count(logical=True),
-        "cpu": platform.processor() or platform.machine(),
-        "free_h": free.strip().splitlines(),
-        "python": platform.python_version(),
-        # Other work on the machine shares the 2 cores: record how busy it was.
-        "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=1)
@@ -251,7 +229,12 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="durable-chat-capacity-"))
     stack = LocalStack(workdir=workdir, simulator_env=FAST_SIMULATOR)
-    report: dict[str, Any] = {"machine": machine(), "workers": args.workers}
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    report: dict[str, Any] = {
+        "machine": machine_info(),
+        "command": command,
+        "workers": args.workers,
+    }
     try:
         stack.start_postgres()
         stack.start_temporal()
