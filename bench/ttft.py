@@ -24,16 +24,15 @@ from typing import Any
 
 import asyncpg
 import httpx
-import openai
 
+from bench.direct import provider_client, provider_stream, worker_api
 from bench.figures import Figure, Report
 from bench.runner import run_benchmark
 from bench.stack import gateway_client, log
 from bench.stats import percentile_ms, summary
 from common.contract import TERMINAL_EVENTS
-from common.settings import Settings
 from testing.chats import start_chat
-from testing.oracle import GATEWAY_MODEL, GATEWAY_TEMPERATURE, unique_prompt
+from testing.oracle import unique_prompt
 from testing.sse import StreamEvent, stream_events
 from testing.stack import LocalStack
 
@@ -44,48 +43,6 @@ SIZES = {"tiny": {"reps": 2, "warmup": 1}, "full": {"reps": 30, "warmup": 2}}
 MAX_TOKENS = 24
 GOAL_MS = 150.0
 CHAT_DEADLINE_S = 60.0  # a chat that has not ended by then fails the benchmark
-
-
-def worker_api() -> str:
-    """The API the workers call the simulator with: the Responses API unless
-    GENERATION_MODE=restart (in auto mode the workers' probe finds it can resume)."""
-    return "chat.completions" if Settings().generation_mode == "restart" else "responses"
-
-
-async def simulator_ttft(llm: openai.AsyncOpenAI, prompt: str, api: str) -> float:
-    """Seconds from the request to the first text token, the simulator alone, called
-    as the workers call it (activities/generation.py, activities/resumable.py)."""
-    started = time.perf_counter()
-    first: float | None = None
-    if api == "responses":
-        stream: Any = await llm.responses.create(
-            model=GATEWAY_MODEL,
-            input=[{"role": "user", "content": prompt}],
-            max_output_tokens=MAX_TOKENS,
-            temperature=GATEWAY_TEMPERATURE,
-            background=True,
-            stream=True,
-        )
-        async with stream:
-            async for event in stream:
-                if first is None and event.type == "response.output_text.delta":
-                    first = time.perf_counter()
-    else:
-        stream = await llm.chat.completions.create(
-            model=GATEWAY_MODEL,
-            messages=[{"role": "user", "content": prompt}],
-            max_tokens=MAX_TOKENS,
-            temperature=GATEWAY_TEMPERATURE,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
-        async with stream:
-            async for event in stream:
-                if first is None and any(c.delta.content for c in event.choices):
-                    first = time.perf_counter()
-    if first is None:
-        raise RuntimeError("the simulator sent no token")
-    return first - started
 
 
 @dataclass
@@ -177,9 +134,7 @@ async def breakdown(stack: LocalStack, runs: list[GatewayRun]) -> dict[str, Any]
 
 async def measure(stack: LocalStack, size: str) -> Report:
     reps, warmup = SIZES[size]["reps"], SIZES[size]["warmup"]
-    llm = openai.AsyncOpenAI(
-        base_url=f"{stack.simulator_url}/v1", api_key="bench", max_retries=0, timeout=30
-    )
+    llm = provider_client(stack.simulator_url, timeout_s=30)
     api = worker_api()
     sim: list[float] = []
     runs: list[GatewayRun] = []
@@ -191,11 +146,11 @@ async def measure(stack: LocalStack, size: str) -> Report:
             prompt = unique_prompt(f"Time to first token, repetition {i}")
             direct = unique_prompt(f"Time to first token, direct, repetition {i}")
             if i % 2 == 0:
-                s = await simulator_ttft(llm, direct, api)
+                s = (await provider_stream(llm, direct, MAX_TOKENS, api)).first_s
                 run = await gateway_ttft(gateway, prompt)
             else:
                 run = await gateway_ttft(gateway, prompt)
-                s = await simulator_ttft(llm, direct, api)
+                s = (await provider_stream(llm, direct, MAX_TOKENS, api)).first_s
             if i < warmup:
                 continue
             sim.append(s)

@@ -1,0 +1,396 @@
+"""Under load: N chats started together through the gateway, each followed on its SSE
+stream as a viewer would, beside the same N streams sent straight to the provider in the
+same run.
+
+Measured, per level (full size: 100 and 200 chats of 300 tokens; simulator 400 ms to
+first token, 40 tokens/s, as a real provider streams):
+- first text delta: POST /start sent -> the first `delta` with text on the chat's stream;
+- answer completed: POST /start sent -> the `completed` event (every chunk durable);
+- errors: a start refused, a stream that did not end `completed`, or an answer whose
+  chunks are not the simulator's answer.
+Baseline, same run, just before: N streams at once straight to the simulator with the
+openai client, as the workers call it (bench/direct.py): its first token and its end.
+
+Then a backlog: 100 chats whose answers (1,500 tokens) come fast, so that all of them
+are checkpointing together; while thousands of `save_chunk` activities wait, a few new
+chats start (each beside a direct request started at the same moment) and their first
+text delta is timed.
+
+Goals (issue 15): 100 chats: first delta p95 <= direct p95 + 0.5 s, completed p95 <=
+1.5 x direct done p95, no error; 200 chats: no error, first delta p95 <= direct p95 +
+1.5 s; a chat started during the backlog: first delta <= direct + 0.5 s.
+
+    .venv/bin/python -m bench.load --size full
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import httpx
+import openai
+
+from bench.direct import StreamTimes, provider_client, provider_stream, worker_api
+from bench.figures import Figure, Report
+from bench.runner import run_benchmark
+from bench.sampler import ProcessSampler
+from bench.stack import gateway_client, log, stack_processes
+from bench.stats import percentile, summary
+from common.contract import TERMINAL_EVENTS
+from testing.chats import StartRefusedError, read_all_chunks, start_chat_retrying
+from testing.oracle import expected_answer, unique_prompt
+from testing.sse import stream_events
+from testing.stack import LocalStack
+
+# A provider as people meet one: 400 ms to the first token, then 40 tokens/s.
+SIMULATOR_ENV = {"SIM_TTFT_MS": "400", "SIM_TOKENS_PER_SECOND": "40"}
+# Per-user limits out of the way: one bench user starts every chat.
+APP_ENV = {"RATE_LIMIT_PER_MINUTE": "1000000", "MAX_CONCURRENT_CHATS": "1000000"}
+MAX_TOKENS = 300
+
+
+@dataclass(frozen=True)
+class Level:
+    chats: int
+    first_delta_margin_s: float  # goal: first delta p95 <= direct p95 + this
+    completed_ratio: float | None  # goal: completed p95 <= this x direct done p95
+
+
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "levels": [Level(5, 0.5, 1.5), Level(10, 1.5, None)],
+        "backlog_chats": 5,
+        "probes": 2,
+    },
+    "full": {
+        "levels": [Level(100, 0.5, 1.5), Level(200, 1.5, None)],
+        "backlog_chats": 100,
+        "probes": 5,
+    },
+}
+BACKLOG_TOKENS = 1500  # about 80 chunks of 120 characters a chat
+BACKLOG_PACE = 5000.0  # tokens/s while the backlog's answers are generated
+CHAT_DEADLINE_S = 600.0
+
+
+@dataclass
+class DurableRun:
+    prompt: str
+    max_tokens: int
+    workflow_id: str = ""
+    start_s: float | None = None  # POST sent -> 202
+    first_s: float | None = None  # POST sent -> first delta with text
+    completed_s: float | None = None  # POST sent -> `completed`
+    end: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class LevelResult:
+    direct: list[StreamTimes] = field(default_factory=list)
+    direct_errors: list[str] = field(default_factory=list)
+    durable: list[DurableRun] = field(default_factory=list)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{r.workflow_id or r.prompt[-10:]}: {r.error}" for r in self.durable if r.error]
+
+
+async def follow(gateway: httpx.AsyncClient, run: DurableRun) -> None:
+    """Start the chat and follow its stream to the end, as a viewer does."""
+    body = {"prompt": run.prompt, "max_tokens": run.max_tokens, "cache": False}
+    sent = time.perf_counter()
+    try:
+        run.workflow_id, _ = await start_chat_retrying(gateway, body, deadline_s=0)
+    except StartRefusedError as err:
+        run.error = str(err)[:200]
+        return
+    run.start_s = time.perf_counter() - sent
+    try:
+        async with (
+            asyncio.timeout(CHAT_DEADLINE_S),
+            contextlib.aclosing(stream_events(gateway, run.workflow_id)) as events,
+        ):
+            async for event in events:
+                if run.first_s is None and event.event == "delta" and event.data.get("text"):
+                    run.first_s = event.at - sent
+                if event.event in TERMINAL_EVENTS:
+                    run.end = event.event
+                    if event.event == "completed":
+                        run.completed_s = event.at - sent
+                    break
+    except (httpx.HTTPError, TimeoutError) as err:
+        run.error = f"stream: {type(err).__name__}: {err}"[:200]
+        return
+    if run.end != "completed":
+        run.error = f"ended {run.end or 'without a terminal event'}"
+
+
+async def direct_streams(
+    llm: openai.AsyncOpenAI, prompts: list[str], max_tokens: int, api: str
+) -> tuple[list[StreamTimes], list[str]]:
+    outcomes = await asyncio.gather(
+        *(provider_stream(llm, p, max_tokens, api) for p in prompts), return_exceptions=True
+    )
+    times = [o for o in outcomes if isinstance(o, StreamTimes)]
+    errors = [f"{type(o).__name__}: {o}"[:200] for o in outcomes if isinstance(o, BaseException)]
+    return times, errors
+
+
+async def verify(gateway: httpx.AsyncClient, runs: list[DurableRun]) -> None:
+    """Every completed chat's chunks, read by cursor, are exactly the simulator's answer
+    (after the timing, so checking costs the measurement nothing)."""
+    for run in runs:
+        if run.error is not None:
+            continue
+        chunks = await read_all_chunks(gateway, run.workflow_id)
+        if "".join(c["text"] for c in chunks) != expected_answer(run.prompt, run.max_tokens):
+            run.error = f"its {len(chunks)} chunks are not the answer"
+
+
+async def run_level(
+    stack: LocalStack, gateway: httpx.AsyncClient, llm: openai.AsyncOpenAI, api: str, n: int
+) -> LevelResult:
+    result = LevelResult()
+    log(f"load: {n} streams straight to the simulator …")
+    prompts = [unique_prompt(f"Direct load {n}, chat {i}") for i in range(n)]
+    result.direct, result.direct_errors = await direct_streams(llm, prompts, MAX_TOKENS, api)
+    await asyncio.sleep(2)
+    log(f"load: {n} chats through durable-chat …")
+    result.durable = [
+        DurableRun(unique_prompt(f"Durable load {n}, chat {i}"), MAX_TOKENS) for i in range(n)
+    ]
+    started = time.monotonic()
+    with ProcessSampler(lambda: stack_processes(stack), interval_s=0.5) as sampler:
+        await asyncio.gather(*(follow(gateway, run) for run in result.durable))
+    result.wall_s = round(time.monotonic() - started, 2)
+    result.cpu_s = by_kind(sampler.cpu_seconds())
+    await verify(gateway, result.durable)
+    return result
+
+
+def by_kind(cpu: dict[str, float]) -> dict[str, float]:
+    """CPU seconds summed per kind of process (`worker-2` -> `worker`)."""
+    kinds: dict[str, float] = {}
+    for name, seconds in cpu.items():
+        kind = name.split("-")[0]
+        kinds[kind] = round(kinds.get(kind, 0.0) + seconds, 1)
+    return dict(sorted(kinds.items()))
+
+
+async def checkpoint_backlog(db: asyncpg.Pool, workflow_ids: list[str]) -> tuple[int, int]:
+    """(chats checkpointing, chunks they still have to save)."""
+    row = await db.fetchrow(
+        """
+        SELECT count(*) AS chats,
+               coalesce(sum(g.total_chunks - (SELECT count(*) FROM chunks c
+                  WHERE c.workflow_id = g.workflow_id AND c.run_id = g.answer_run_id)), 0)
+                 AS waiting
+        FROM generations g
+        WHERE g.workflow_id = ANY($1::text[]) AND g.stage = 'checkpointing'
+        """,
+        workflow_ids,
+    )
+    assert row is not None
+    return int(row["chats"]), int(row["waiting"])
+
+
+async def run_backlog(
+    stack: LocalStack,
+    gateway: httpx.AsyncClient,
+    llm: openai.AsyncOpenAI,
+    api: str,
+    chats: int,
+    probes: int,
+) -> dict[str, Any]:
+    """New chats (and direct requests beside them) while `chats` others checkpoint."""
+    log(f"load: a backlog of {chats} chats checkpointing, then {probes} new chats …")
+    backlog = [DurableRun(unique_prompt(f"Backlog chat {i}"), BACKLOG_TOKENS) for i in range(chats)]
+    async with (
+        httpx.AsyncClient(base_url=stack.simulator_url, timeout=30) as sim,
+        asyncpg.create_pool(stack.database_url, min_size=1, max_size=2) as db,
+    ):
+        (await sim.post("/sim/pace", json={"tokens_per_second": BACKLOG_PACE})).raise_for_status()
+        try:
+            followers = [asyncio.create_task(follow(gateway, run)) for run in backlog]
+            deadline = time.monotonic() + 300
+            ids: list[str] = []
+            busy, waiting = 0, 0
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                ids = [r.workflow_id for r in backlog if r.workflow_id]
+                busy, waiting = await checkpoint_backlog(db, ids)
+                if busy >= chats * 0.9:
+                    break
+        finally:
+            await sim.delete("/sim/pace")  # the probes stream at the provider's usual pace
+        log(f"load: {busy} chats checkpointing, {waiting} chunks waiting; probes …")
+        probe_runs: list[DurableRun] = []
+        direct: list[StreamTimes] = []
+        direct_errors: list[str] = []
+        at_probe: list[dict[str, int]] = []
+        for i in range(probes):
+            busy, waiting = await checkpoint_backlog(db, ids)
+            at_probe.append({"chats_checkpointing": busy, "chunks_waiting": waiting})
+            run = DurableRun(unique_prompt(f"Probe {i} during the backlog"), MAX_TOKENS)
+            probe_runs.append(run)
+            prompt = unique_prompt(f"Direct probe {i} during the backlog")
+            _, times = await asyncio.gather(
+                follow(gateway, run),
+                direct_streams(llm, [prompt], MAX_TOKENS, api),
+            )
+            direct += times[0]
+            direct_errors += times[1]
+        await asyncio.gather(*followers)
+    await verify(gateway, probe_runs)
+    await verify(gateway, backlog)
+    return {
+        "probes": probe_runs,
+        "direct": direct,
+        "direct_errors": direct_errors,
+        "at_probe": at_probe,
+        "backlog_errors": [r.error for r in backlog if r.error],
+    }
+
+
+def _p95(values: list[float]) -> float | None:
+    value = percentile(values, 95)
+    return None if value is None else round(value, 3)
+
+
+def level_figures(level: Level, result: LevelResult) -> list[Figure]:
+    n = level.chats
+    first = [r.first_s for r in result.durable if r.first_s is not None]
+    done = [r.completed_s for r in result.durable if r.completed_s is not None]
+    direct_first = _p95([t.first_s for t in result.direct])
+    direct_done = _p95([t.done_s for t in result.direct])
+    first_p95 = _p95(first) if len(first) == n else None
+    figures = [
+        Figure(
+            f"{n} chats: first text delta p95",
+            first_p95,
+            direct_first,
+            "s",
+            f"≤ direct + {level.first_delta_margin_s} s",
+            None
+            if first_p95 is None or direct_first is None
+            else first_p95 <= direct_first + level.first_delta_margin_s,
+            "direct first token p95",
+        )
+    ]
+    if level.completed_ratio is not None:
+        done_p95 = _p95(done) if len(done) == n else None
+        figures.append(
+            Figure(
+                f"{n} chats: answer completed p95",
+                done_p95,
+                direct_done,
+                "s",
+                f"≤ {level.completed_ratio} x direct done",
+                None
+                if done_p95 is None or direct_done is None
+                else done_p95 <= level.completed_ratio * direct_done,
+                "direct stream done p95",
+            )
+        )
+    errors = len(result.errors)
+    figures.append(
+        Figure(
+            f"{n} chats: errors",
+            errors,
+            len(result.direct_errors),
+            "",
+            "0",
+            errors == 0,
+            "direct streams that failed",
+        )
+    )
+    return figures
+
+
+def level_details(result: LevelResult) -> dict[str, Any]:
+    def of(values: list[float | None]) -> dict[str, Any]:
+        return summary([v for v in values if v is not None], 1, 3)
+
+    return {
+        "direct_first_token_s": of([t.first_s for t in result.direct]),
+        "direct_done_s": of([t.done_s for t in result.direct]),
+        "start_request_s": of([r.start_s for r in result.durable]),
+        "first_text_delta_s": of([r.first_s for r in result.durable]),
+        "completed_s": of([r.completed_s for r in result.durable]),
+        "wall_s": result.wall_s,
+        "cpu_s_by_process": result.cpu_s,
+        "errors": result.errors[:10],
+        "direct_errors": result.direct_errors[:10],
+    }
+
+
+def backlog_figure(backlog: dict[str, Any]) -> Figure:
+    probes: list[DurableRun] = backlog["probes"]
+    direct: list[StreamTimes] = backlog["direct"]
+    firsts = [r.first_s for r in probes if r.first_s is not None and r.error is None]
+    worst = round(max(firsts), 3) if len(firsts) == len(probes) and firsts else None
+    direct_worst = round(max(t.first_s for t in direct), 3) if direct else None
+    return Figure(
+        f"new chat during a checkpoint backlog: first text delta, worst of {len(probes)}",
+        worst,
+        direct_worst,
+        "s",
+        "≤ direct + 0.5 s",
+        None if worst is None or direct_worst is None else worst <= direct_worst + 0.5,
+        "direct first token, started at the same moment (worst)",
+    )
+
+
+async def measure(stack: LocalStack, size: str) -> Report:
+    config = SIZES[size]
+    api = worker_api()
+    llm = provider_client(stack.simulator_url)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    figures: list[Figure] = []
+    details: dict[str, Any] = {"max_tokens": MAX_TOKENS, "provider_api": api}
+    async with gateway_client(stack, timeout_s=120, limits=limits) as gateway:
+        # warm-up: one chat and one direct stream (connections, the workers' caches)
+        await follow(gateway, DurableRun(unique_prompt("Load warm-up"), 20))
+        await provider_stream(llm, unique_prompt("Direct warm-up"), 20, api)
+        for level in config["levels"]:
+            result = await run_level(stack, gateway, llm, api, level.chats)
+            figures += level_figures(level, result)
+            details[f"{level.chats}_chats"] = level_details(result)
+            await asyncio.sleep(3)
+        backlog = await run_backlog(
+            stack, gateway, llm, api, config["backlog_chats"], config["probes"]
+        )
+    figures.append(backlog_figure(backlog))
+    details["backlog"] = {
+        "chats": config["backlog_chats"],
+        "tokens_per_chat": BACKLOG_TOKENS,
+        "at_each_probe": backlog["at_probe"],
+        "probe_first_text_delta_s": [r.first_s for r in backlog["probes"]],
+        "probe_errors": [r.error for r in backlog["probes"] if r.error],
+        "direct_first_token_s": [round(t.first_s, 3) for t in backlog["direct"]],
+        "backlog_errors": backlog["backlog_errors"][:10],
+    }
+    await llm.close()
+    return Report(
+        "load",
+        size,
+        figures,
+        "the same number of streams straight to the simulator (openai client), same run",
+        details,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_benchmark("load", __doc__, SIMULATOR_ENV, measure, argv, app_env=APP_ENV)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
