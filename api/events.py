@@ -115,6 +115,7 @@ async def follow(
     Temporal runs the chat again (an operator reset it: the new run's events follow).
     """
     last_event_at = time.monotonic()
+    first_read = True
     with hub.subscribe(workflow_id) as wake:
         while True:
             wake.clear()
@@ -125,16 +126,22 @@ async def follow(
                 last_event_at = time.monotonic()
                 if event.type in TERMINAL_EVENTS:
                     return
-            if not events:
+            if not events and first_read:
                 if await _already_finished(store, workflow_id, after_seq) and not (
                     still_runs is not None and await still_runs()
                 ):
                     return  # resumed after the terminal event: nothing more will come
-                if check_closed is not None and time.monotonic() - last_event_at >= CLOSE_CHECK_S:
-                    last_event_at = time.monotonic()
-                    await check_closed()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=FALLBACK_POLL_S)
+            first_read = False
+            if wake.is_set():
+                continue  # appended while we read: read again at once
+            idle = time.monotonic() - last_event_at
+            if check_closed is not None and idle >= CLOSE_CHECK_S:
+                last_event_at = time.monotonic()
+                await check_closed()
+            # Woken by the next NOTIFY; without one, read again every FALLBACK_POLL_S
+            # (a notification lost while the LISTEN connection was re-established).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=FALLBACK_POLL_S)
 
 
 async def _already_finished(store: ChatStore, workflow_id: str, after_seq: int) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse
 
 from api import chats
@@ -41,7 +41,6 @@ def parse_last_event_id(header: str | None, query: str | None) -> int:
     responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
 )
 async def events(
-    request: Request,
     workflow_id: WorkflowId,
     client: TemporalDep,
     store: StoreDep,
@@ -67,9 +66,9 @@ async def events(
         async def still_runs() -> bool:
             return await chats.runs_in_temporal(client, workflow_id)
 
+        # sse-starlette ends the stream when the client disconnects (it listens for
+        # `http.disconnect`), so there is no per-event check here.
         async for event in follow(hub, store, workflow_id, after, check_closed, still_runs):
-            if await request.is_disconnected():
-                return
             yield sse_message(event)
 
     return EventSourceResponse(
