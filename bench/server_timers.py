@@ -82,9 +82,12 @@ async def second_attempt_after(env: WorkflowEnvironment, probe: Probe) -> float:
     return second - first
 
 
-async def measure(reps: int) -> list[Figure]:
+async def measure(reps: int, knobs: list[str]) -> list[Figure]:
     cli = temporal_cli()
-    async with await WorkflowEnvironment.start_local(dev_server_existing_path=cli) as env:
+    extra = [arg for knob in knobs for arg in ("--dynamic-config-value", knob)]
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=cli, dev_server_extra_args=extra
+    ) as env:
         async with Worker(
             env.client,
             task_queue=QUEUE,
@@ -132,15 +135,24 @@ async def measure(reps: int) -> list[Figure]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", choices=("tiny", "full"), default="full")
+    parser.add_argument(
+        "--dynamic-config-value",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a server knob for the probe's dev server, as `temporal server start-dev` "
+        "takes it (e.g. history.timerProcessorMaxTimeShift='\"10ms\"')",
+    )
     args = parser.parse_args()
     stop_on_signals()  # SIGTERM (run_all) still stops the dev server this probe started
     logging.getLogger("temporalio").setLevel(logging.ERROR)  # the failing attempts' traces
-    figures = asyncio.run(measure(1 if args.size == "tiny" else 3))
+    figures = asyncio.run(measure(1 if args.size == "tiny" else 3, args.dynamic_config_value))
     print(table(figures))
     report = {
         "benchmark": "server_timers",
         "size": args.size,
         "figures": [asdict(f) for f in figures],
+        "dynamic_config": args.dynamic_config_value,
     }
     print(json.dumps(report))
     # The SDK's runtime now and then aborts the interpreter at exit (as in the CLI, see
