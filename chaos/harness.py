@@ -89,7 +89,7 @@ class ChatRun:
     # What an operator did to this chat (the operator-* scenarios), and what it must give.
     action: str | None = None
     """`terminate`, `reset-keep` (reset mid-checkpoint: the same answer goes on) or
-    `reset-regenerate` (reset to after validate_prompt: a new answer)."""
+    `reset-regenerate` (reset to before the LLM call: a new answer)."""
     expected_status: str = "completed"
     expected_generations: int = 1
     original_expected: str = ""

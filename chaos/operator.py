@@ -5,9 +5,9 @@ Temporal's own CLI against the suite's server, as a person on call would.
 become `terminated` within seconds (status API, PostgreSQL record, the follower's SSE
 stream), keep the chunks it saved as a beginning of its answer, and leave nothing
 running. `operator-reset` resets chats mid-checkpoint (the same answer goes on) and to
-right after `validate_prompt` (the model is asked again, with the simulator's variant
-set so that it answers otherwise); every reset chat must then serve exactly one run's
-answer, never a mix.
+the workflow task that asked for `generate_full_text` (the model is asked again, with
+the simulator's variant set so that it answers otherwise); every reset chat must then
+serve exactly one run's answer, never a mix.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from chaos.harness import (
 from chaos.stack import CHAOS_USER, auth_headers
 from common.contract import TERMINAL_EVENTS
 from devstack.stack import temporal_cli
-from testing.operator import reset_point_after
+from testing.operator import reset_point_after, reset_point_before
 from testing.oracle import expected_answer, expected_reply, prompt_ending
 
 # "Within a few seconds": how soon a terminated chat must say so (status, record), and
@@ -311,8 +311,8 @@ async def operator_reset(ctx: FaultContext) -> FaultRecord:
        completed): the new run goes on with the same answer;
     2. once no chat is waiting for its LLM answer any more, one more chat is started
        (the scenario's own, chat N); while it is generating, the simulator's variant is
-       set (the model answers otherwise) and three chats are reset to right after
-       `validate_prompt`: that one mid-generation, one still checkpointing and one
+       set (the model answers otherwise) and three chats are reset to just before
+       the LLM call: that one mid-generation, one still checkpointing and one
        completed; each answer is generated again, and the variant is cleared as soon
        as the three new generations have started;
     3. a completed chat to after its k-th `save_chunk` (same answer again).
@@ -431,7 +431,7 @@ async def _generations(ctx: FaultContext, run: ChatRun) -> int:
 
 async def _reset(ctx: FaultContext, run: ChatRun, kind: str, variant: str = "") -> dict[str, Any]:
     """Reset the chat with the CLI (`reset-keep`: to after a `save_chunk`;
-    `reset-regenerate`: to after `validate_prompt`), record what it must give, and
+    `reset-regenerate`: to before `generate_full_text`), record what it must give, and
     follow it again to the end of the new run."""
     outcome: dict[str, Any] = {"chat": run.index, "kind": kind, "applied": False}
     state = _state(run)
@@ -452,7 +452,7 @@ async def _reset(ctx: FaultContext, run: ChatRun, kind: str, variant: str = "") 
         outcome["after_save_chunk"] = nth
         point = await reset_point_after(ctx.temporal, wf, "save_chunk", nth)
     else:
-        point = await reset_point_after(ctx.temporal, wf, "validate_prompt")
+        point = await reset_point_before(ctx.temporal, wf, "generate_full_text")
     if point is None:
         outcome["why"] = "no reset point in the history"
         return outcome

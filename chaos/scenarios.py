@@ -207,7 +207,7 @@ SCENARIOS: dict[str, Scenario] = {
             "operator-reset",
             "operator resets chats with the temporal CLI",
             "`temporal workflow reset` of chats mid-checkpoint and completed, to after a "
-            "save_chunk (same answer) and to after validate_prompt with the simulator's "
+            "save_chunk (same answer) and to before the LLM call with the simulator's "
             "variant set (a new answer); each must serve exactly one run's answer",
             operator_reset,
             phase="checkpointing",

@@ -33,6 +33,19 @@ async def operator(stack: LocalStack, *args: str) -> str:
     return text
 
 
+async def reset_point_before(temporal: Client, workflow_id: str, activity_type: str) -> int | None:
+    """The event id of the workflow task completed that scheduled the first
+    `activity_type`: a reset there runs that workflow task again, so the run goes on as
+    if that activity had never been asked for (everything before it kept; the local
+    activities of that task run again). None if it was not scheduled (yet)."""
+    async for event in temporal.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name == activity_type:
+                return int(attrs.workflow_task_completed_event_id)
+    return None
+
+
 async def reset_point_after(
     temporal: Client, workflow_id: str, activity_type: str, nth: int = 1
 ) -> int | None:

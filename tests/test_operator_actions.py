@@ -21,7 +21,7 @@ from temporalio.client import Client, ScheduleActionStartWorkflow
 from common.models import ChatRequest
 from testing.chats import read_all_chunks, start_chat, start_chat_directly, wait_for, wait_status
 from testing.keys import auth_headers
-from testing.operator import operator, reset_point_after
+from testing.operator import operator, reset_point_after, reset_point_before
 from testing.oracle import expected_answer, prompt_ending, unique_prompt
 from testing.simulator import simulator_pace, simulator_variant
 from testing.sse import read_sse
@@ -188,7 +188,7 @@ async def test_cancel_from_the_cli(
 # --- reset --------------------------------------------------------------------------------
 
 
-async def test_reset_after_validation_serves_exactly_the_new_answer(
+async def test_reset_before_the_llm_call_serves_exactly_the_new_answer(
     fleet: LocalStack,
     gateway: httpx.AsyncClient,
     simulator: httpx.AsyncClient,
@@ -201,7 +201,7 @@ async def test_reset_after_validation_serves_exactly_the_new_answer(
     first = "".join(c["text"] for c in await read_all_chunks(gateway, workflow_id))
     assert first == expected_answer(prompt, 200)
     first_events = await read_sse(gateway, workflow_id)
-    point = await reset_point_after(temporal_client, workflow_id, "validate_prompt")
+    point = await reset_point_before(temporal_client, workflow_id, "generate_full_text")
     assert point is not None
 
     async with simulator_variant(simulator, "after-reset"):  # the model answers otherwise
