@@ -19,7 +19,10 @@ from storage import ChatStore
 
 log = structlog.get_logger(__name__)
 
-FLUSH_INTERVAL_S = 0.05
+# Ten rows a second per streaming chat: each row is an INSERT, a NOTIFY, a read by the
+# gateway and an SSE frame per viewer; at 50 ms, 100 chats streaming at once spent twice
+# that on it (bench.load: 18 -> 15.5 s to all-durable), for a cadence no reader sees.
+FLUSH_INTERVAL_S = 0.1
 
 
 class DraftPublisher:

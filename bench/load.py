@@ -41,6 +41,7 @@ from bench.runner import run_benchmark
 from bench.sampler import ProcessSampler
 from bench.stack import gateway_client, log, stack_processes
 from bench.stats import percentile, summary
+from bench.timing import first_token_breakdown
 from common.contract import TERMINAL_EVENTS
 from testing.chats import StartRefusedError, read_all_chunks, start_chat_retrying
 from testing.oracle import expected_answer, unique_prompt
@@ -83,6 +84,8 @@ class DurableRun:
     prompt: str
     max_tokens: int
     workflow_id: str = ""
+    sent_wall: float = 0.0  # time.time() when the POST was sent
+    delta_wall: float | None = None  # time.time() when the first delta with text came
     start_s: float | None = None  # POST sent -> 202
     first_s: float | None = None  # POST sent -> first delta with text
     completed_s: float | None = None  # POST sent -> `completed`
@@ -97,6 +100,7 @@ class LevelResult:
     durable: list[DurableRun] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
+    breakdown: dict[str, Any] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[str]:
@@ -106,7 +110,7 @@ class LevelResult:
 async def follow(gateway: httpx.AsyncClient, run: DurableRun) -> None:
     """Start the chat and follow its stream to the end, as a viewer does."""
     body = {"prompt": run.prompt, "max_tokens": run.max_tokens, "cache": False}
-    sent = time.perf_counter()
+    run.sent_wall, sent = time.time(), time.perf_counter()
     try:
         run.workflow_id, _ = await start_chat_retrying(gateway, body, deadline_s=0)
     except StartRefusedError as err:
@@ -120,7 +124,7 @@ async def follow(gateway: httpx.AsyncClient, run: DurableRun) -> None:
         ):
             async for event in events:
                 if run.first_s is None and event.event == "delta" and event.data.get("text"):
-                    run.first_s = event.at - sent
+                    run.first_s, run.delta_wall = event.at - sent, event.wall
                 if event.event in TERMINAL_EVENTS:
                     run.end = event.event
                     if event.event == "completed":
@@ -172,6 +176,7 @@ async def run_level(
         await asyncio.gather(*(follow(gateway, run) for run in result.durable))
     result.wall_s = round(time.monotonic() - started, 2)
     result.cpu_s = by_kind(sampler.cpu_seconds())
+    result.breakdown = await first_token_breakdown(stack, result.durable)
     await verify(gateway, result.durable)
     return result
 
@@ -326,6 +331,7 @@ def level_details(result: LevelResult) -> dict[str, Any]:
         "first_text_delta_s": of([r.first_s for r in result.durable]),
         "completed_s": of([r.completed_s for r in result.durable]),
         "wall_s": result.wall_s,
+        "first_text_delta_breakdown_ms": result.breakdown,
         "cpu_s_by_process": result.cpu_s,
         "errors": result.errors[:10],
         "direct_errors": result.direct_errors[:10],

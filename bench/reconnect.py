@@ -31,7 +31,7 @@ from testing.oracle import unique_prompt
 from testing.sse import StreamEvent, stream_events
 from testing.stack import LocalStack
 
-# A live answer of a few seconds: deltas every 50 ms (drafts.FLUSH_INTERVAL_S).
+# A live answer of a few seconds: deltas every 100 ms (drafts.FLUSH_INTERVAL_S).
 SIMULATOR_ENV = {"SIM_TTFT_MS": "50", "SIM_TOKENS_PER_SECOND": "100"}
 SIZES = {"tiny": {"reps": 3, "per_chat": 3}, "full": {"reps": 40, "per_chat": 5}}
 MAX_TOKENS = 600  # ~6 s of streaming per chat

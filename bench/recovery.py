@@ -47,7 +47,7 @@ from bench.stats import summary
 from common.contract import parse_identity
 from common.settings import Settings
 from testing.chats import start_chat
-from testing.oracle import unique_prompt
+from testing.oracle import GATEWAY_MODEL, GATEWAY_TEMPERATURE, prompt_with_natural_length
 from testing.stack import LocalStack
 
 SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "5000"}
@@ -143,7 +143,11 @@ async def one_stop(
     or, for the baseline (`how` = "no kill"), only note the time; then watch the rows."""
     while len(stack.live_workers()) < 2:
         await asyncio.to_thread(stack.start_worker)
-    prompt = unique_prompt(f"Recovery, {how}")
+    # an answer long enough (600+ tokens, 120+ chunks of 32 characters) that the kill
+    # after `kill_after` chunks always lands mid-checkpoint
+    prompt, _ = prompt_with_natural_length(
+        f"Recovery, {how}", GATEWAY_MODEL, at_least=600, temperature=GATEWAY_TEMPERATURE
+    )
     workflow_id = await start_chat(gateway, prompt=prompt, max_tokens=max_tokens)
     handle = client.get_workflow_handle(workflow_id)
     deadline = time.monotonic() + 120

@@ -19,10 +19,8 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-import asyncpg
 import httpx
 
 from bench.direct import provider_client, provider_stream, worker_api
@@ -30,6 +28,7 @@ from bench.figures import Figure, Report
 from bench.runner import run_benchmark
 from bench.stack import gateway_client, log
 from bench.stats import percentile_ms, summary
+from bench.timing import first_token_breakdown
 from common.contract import TERMINAL_EVENTS
 from testing.chats import start_chat
 from testing.oracle import unique_prompt
@@ -78,58 +77,6 @@ async def gateway_ttft(gateway: httpx.AsyncClient, prompt: str) -> GatewayRun:
     return GatewayRun(
         workflow_id, prompt, first.at - sent, first.at - returned, sent_wall, first.wall
     )
-
-
-async def breakdown(stack: LocalStack, runs: list[GatewayRun]) -> dict[str, Any]:
-    """Where the time to first token goes, per step (PostgreSQL event timestamps and the
-    simulator's request log; all clocks are this machine's)."""
-    async with httpx.AsyncClient(base_url=stack.simulator_url, timeout=30) as sim:
-        requests = (await sim.get("/sim/requests", params={"limit": 200})).json()
-    received: dict[str, list[float]] = {}
-    for entry in requests:
-        prompt = entry["messages"][-1]["content"]
-        at = datetime.fromisoformat(entry["received_at"]).timestamp()
-        received.setdefault(prompt, []).append(at)
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        rows = await conn.fetch(
-            """
-            SELECT workflow_id,
-              min(extract(epoch FROM created_at)::float8)
-                FILTER (WHERE type = 'stage' AND data->>'stage' = 'validating') AS validating,
-              min(extract(epoch FROM created_at)::float8)
-                FILTER (WHERE type = 'stage' AND data->>'stage' = 'generating') AS generating,
-              min(extract(epoch FROM created_at)::float8)
-                FILTER (WHERE type = 'delta' AND data->>'text' <> '') AS delta
-            FROM chat_events WHERE workflow_id = ANY($1::text[]) GROUP BY workflow_id
-            """,
-            [r.workflow_id for r in runs],
-        )
-    finally:
-        await conn.close()
-    by_id = {r["workflow_id"]: r for r in rows}
-    steps: dict[str, list[float]] = {
-        "POST sent -> 'validating' stage row (start, 1st workflow task, record activity)": [],
-        "'validating' -> 'generating' row (validate_prompt, record activity)": [],
-        "'generating' row -> simulator receives the request (generate_full_text starts)": [],
-        "simulator received -> first delta row (simulator TTFT, worker, INSERT)": [],
-        "first delta row -> delta on the SSE stream (NOTIFY, gateway, HTTP)": [],
-    }
-    names = list(steps)
-    for run in runs:
-        row = by_id.get(run.workflow_id)
-        # the worker's request, not the direct one with the same prompt
-        got = next(
-            (t for t in received.get(run.prompt, []) if run.sent_wall <= t <= run.delta_wall),
-            None,
-        )
-        if row is None or got is None or None in (row["validating"], row["generating"]):
-            continue
-        points = [run.sent_wall, row["validating"], row["generating"], got, row["delta"]]
-        points.append(run.delta_wall)
-        for i, name in enumerate(names):
-            steps[name].append(points[i + 1] - points[i])
-    return {name: summary(values, 1000) for name, values in steps.items()}
 
 
 async def measure(stack: LocalStack, size: str) -> Report:
@@ -219,7 +166,7 @@ async def measure(stack: LocalStack, size: str) -> Report:
         "gateway_ttft_from_post_returned_ms": summary(from_returned, 1000),
         "overhead_ms": summary(overhead, 1000),
         "overhead_from_post_returned_ms": summary(overhead_returned, 1000),
-        "breakdown_ms": await breakdown(stack, runs),
+        "breakdown_ms": await first_token_breakdown(stack, runs),
         "raw_ms": {
             "simulator": [round(x * 1000, 1) for x in sim],
             "gateway_from_post_sent": [round(x * 1000, 1) for x in from_sent],

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 #: Maximum number of requests kept by :class:`RequestLog`.
-REQUEST_LOG_CAPACITY = 200
+REQUEST_LOG_CAPACITY = 1000  # a load benchmark reads back the requests of 200 chats and more
 
 
 @dataclass(slots=True)
