@@ -65,9 +65,9 @@ CHATS ?= 20
 chaos: venv
 	$(BIN)/python -m chaos --chats $(CHATS)
 
-## load: 200 concurrent chats through the gateway (docs/reliability.md)
+## load: 100 and 200 concurrent chats through the gateway beside the provider alone (docs/benchmarks.md)
 load: venv
-	$(BIN)/python -m chaos.load --chats 200
+	$(BIN)/python -m bench.load --size full
 
 ## lint: ruff and mypy
 lint: venv

@@ -11,10 +11,10 @@ first token, 40 tokens/s, as a real provider streams):
 Baseline, same run, just before: N streams at once straight to the simulator with the
 openai client, as the workers call it (bench/direct.py): its first token and its end.
 
-Then a backlog: 100 chats whose answers (1,500 tokens) come fast, so that all of them
-are checkpointing together; while thousands of `save_chunk` activities wait, a few new
-chats start (each beside a direct request started at the same moment) and their first
-text delta is timed.
+Then a backlog: 100 chats whose long answers (900 to 1,024 tokens) come fast, so that
+all of them are checkpointing together; while their `save_chunk` activities wait, a
+few new chats start, one every 0.5 s (each beside a direct request started at the same
+moment), and their first text delta is timed.
 
 Goals (issue 15): 100 chats: first delta p95 <= direct p95 + 0.5 s, completed p95 <=
 1.5 x direct done p95, no error; 200 chats: no error, first delta p95 <= direct p95 +
@@ -42,9 +42,17 @@ from bench.sampler import ProcessSampler
 from bench.stack import gateway_client, log, stack_processes
 from bench.stats import percentile, summary
 from bench.timing import first_token_breakdown
+from common.chunking import split_into_chunks
 from common.contract import TERMINAL_EVENTS
+from common.settings import Settings
 from testing.chats import StartRefusedError, read_all_chunks, start_chat_retrying
-from testing.oracle import expected_answer, unique_prompt
+from testing.oracle import (
+    GATEWAY_MODEL,
+    GATEWAY_TEMPERATURE,
+    expected_answer,
+    prompt_with_natural_length,
+    unique_prompt,
+)
 from testing.sse import stream_events
 from testing.stack import LocalStack
 
@@ -64,9 +72,9 @@ class Level:
 
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
-        "levels": [Level(5, 0.5, 1.5), Level(10, 1.5, None)],
-        "backlog_chats": 5,
-        "probes": 2,
+        "levels": [Level(3, 0.5, 1.5), Level(5, 1.5, None)],
+        "backlog_chats": 3,
+        "probes": 1,
     },
     "full": {
         "levels": [Level(100, 0.5, 1.5), Level(200, 1.5, None)],
@@ -74,8 +82,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "probes": 5,
     },
 }
-BACKLOG_TOKENS = 1500  # about 80 chunks of 120 characters a chat
+BACKLOG_TOKENS = 1024  # the simulator's longest natural answer: ~14 chunks of 480 chars
 BACKLOG_PACE = 5000.0  # tokens/s while the backlog's answers are generated
+PROBE_SPACING_S = 0.5
 CHAT_DEADLINE_S = 600.0
 
 
@@ -190,21 +199,35 @@ def by_kind(cpu: dict[str, float]) -> dict[str, float]:
     return dict(sorted(kinds.items()))
 
 
-async def checkpoint_backlog(db: asyncpg.Pool, workflow_ids: list[str]) -> tuple[int, int]:
-    """(chats checkpointing, chunks they still have to save)."""
+async def checkpoint_backlog(db: asyncpg.Pool, workflow_ids: list[str]) -> dict[str, int]:
+    """How far the backlog chats are: still before their answer, checkpointing, and the
+    chunks those still have to save."""
     row = await db.fetchrow(
         """
-        SELECT count(*) AS chats,
+        SELECT count(*) FILTER (WHERE g.stage IN ('queued', 'validating', 'generating'))
+                 AS generating,
+               count(*) FILTER (WHERE g.stage = 'checkpointing') AS checkpointing,
                coalesce(sum(g.total_chunks - (SELECT count(*) FROM chunks c
-                  WHERE c.workflow_id = g.workflow_id AND c.run_id = g.answer_run_id)), 0)
-                 AS waiting
-        FROM generations g
-        WHERE g.workflow_id = ANY($1::text[]) AND g.stage = 'checkpointing'
+                  WHERE c.workflow_id = g.workflow_id AND c.run_id = g.answer_run_id))
+                 FILTER (WHERE g.stage = 'checkpointing'), 0) AS chunks_waiting
+        FROM generations g WHERE g.workflow_id = ANY($1::text[])
         """,
         workflow_ids,
     )
     assert row is not None
-    return int(row["chats"]), int(row["waiting"])
+    return {k: int(row[k]) for k in ("generating", "checkpointing", "chunks_waiting")}
+
+
+async def probe(
+    gateway: httpx.AsyncClient, llm: openai.AsyncOpenAI, api: str, i: int
+) -> tuple[DurableRun, list[StreamTimes], list[str]]:
+    """One new chat and, started at the same moment, one direct stream."""
+    run = DurableRun(unique_prompt(f"Probe {i} during the backlog"), MAX_TOKENS)
+    prompt = unique_prompt(f"Direct probe {i} during the backlog")
+    _, (times, errors) = await asyncio.gather(
+        follow(gateway, run), direct_streams(llm, [prompt], MAX_TOKENS, api)
+    )
+    return run, times, errors
 
 
 async def run_backlog(
@@ -215,9 +238,22 @@ async def run_backlog(
     chats: int,
     probes: int,
 ) -> dict[str, Any]:
-    """New chats (and direct requests beside them) while `chats` others checkpoint."""
+    """New chats (and direct requests beside them) while `chats` others checkpoint.
+
+    The backlog's answers are long (900+ tokens) and come fast; the probes start, one
+    every PROBE_SPACING_S, as soon as every backlog chat has its answer and chunks are
+    still waiting to be saved (or once half of all its chunks wait)."""
     log(f"load: a backlog of {chats} chats checkpointing, then {probes} new chats …")
-    backlog = [DurableRun(unique_prompt(f"Backlog chat {i}"), BACKLOG_TOKENS) for i in range(chats)]
+    backlog = []
+    expected_chunks = 0
+    for i in range(chats):
+        prompt, reply = prompt_with_natural_length(
+            f"Backlog chat {i}", GATEWAY_MODEL, at_least=900, temperature=GATEWAY_TEMPERATURE
+        )
+        backlog.append(DurableRun(prompt, BACKLOG_TOKENS))
+        expected_chunks += len(
+            split_into_chunks("".join(reply.tokens), Settings().chunk_target_chars)
+        )
     async with (
         httpx.AsyncClient(base_url=stack.simulator_url, timeout=30) as sim,
         asyncpg.create_pool(stack.database_url, min_size=1, max_size=2) as db,
@@ -227,40 +263,37 @@ async def run_backlog(
             followers = [asyncio.create_task(follow(gateway, run)) for run in backlog]
             deadline = time.monotonic() + 300
             ids: list[str] = []
-            busy, waiting = 0, 0
+            state = {"generating": chats, "checkpointing": 0, "chunks_waiting": 0}
             while time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.1)
                 ids = [r.workflow_id for r in backlog if r.workflow_id]
-                busy, waiting = await checkpoint_backlog(db, ids)
-                if busy >= chats * 0.9:
+                if len(ids) < chats:
+                    continue
+                state = await checkpoint_backlog(db, ids)
+                if state["chunks_waiting"] * 2 >= expected_chunks or (
+                    state["generating"] == 0 and state["chunks_waiting"] > 0
+                ):
                     break
         finally:
             await sim.delete("/sim/pace")  # the probes stream at the provider's usual pace
-        log(f"load: {busy} chats checkpointing, {waiting} chunks waiting; probes …")
-        probe_runs: list[DurableRun] = []
-        direct: list[StreamTimes] = []
-        direct_errors: list[str] = []
+        log(f"load: backlog {state} of {expected_chunks} chunks; probes …")
         at_probe: list[dict[str, int]] = []
+        tasks = []
         for i in range(probes):
-            busy, waiting = await checkpoint_backlog(db, ids)
-            at_probe.append({"chats_checkpointing": busy, "chunks_waiting": waiting})
-            run = DurableRun(unique_prompt(f"Probe {i} during the backlog"), MAX_TOKENS)
-            probe_runs.append(run)
-            prompt = unique_prompt(f"Direct probe {i} during the backlog")
-            _, times = await asyncio.gather(
-                follow(gateway, run),
-                direct_streams(llm, [prompt], MAX_TOKENS, api),
-            )
-            direct += times[0]
-            direct_errors += times[1]
+            at_probe.append(await checkpoint_backlog(db, ids))
+            tasks.append(asyncio.create_task(probe(gateway, llm, api, i)))
+            await asyncio.sleep(PROBE_SPACING_S)
+        outcomes = await asyncio.gather(*tasks)
         await asyncio.gather(*followers)
+    probe_runs = [run for run, _, _ in outcomes]
     await verify(gateway, probe_runs)
     await verify(gateway, backlog)
     return {
         "probes": probe_runs,
-        "direct": direct,
-        "direct_errors": direct_errors,
+        "direct": [t for _, times, _ in outcomes for t in times],
+        "direct_errors": [e for _, _, errors in outcomes for e in errors],
         "at_probe": at_probe,
+        "expected_chunks": expected_chunks,
         "backlog_errors": [r.error for r in backlog if r.error],
     }
 
@@ -377,7 +410,7 @@ async def measure(stack: LocalStack, size: str) -> Report:
     figures.append(backlog_figure(backlog))
     details["backlog"] = {
         "chats": config["backlog_chats"],
-        "tokens_per_chat": BACKLOG_TOKENS,
+        "chunks_in_backlog": backlog["expected_chunks"],
         "at_each_probe": backlog["at_probe"],
         "probe_first_text_delta_s": [r.first_s for r in backlog["probes"]],
         "probe_errors": [r.error for r in backlog["probes"] if r.error],

@@ -27,7 +27,7 @@ from bench.stack import stop_on_signals
 from testing.machine import machine_info
 from testing.stack import ROOT
 
-BENCHMARKS = ("ttft", "checkpoints", "recovery", "concurrency", "reconnect")
+BENCHMARKS = ("ttft", "checkpoints", "recovery", "concurrency", "reconnect", "load")
 # Other scripts under bench/ with `--size tiny|full` and a last line of JSON, in their
 # own format (cache_hit: no `figures`; server_timers: figures but no `details`): run
 # and kept as they report, their figures added to the combined table when they have any.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -185,7 +186,7 @@ def command(role: str, python: str = sys.executable) -> list[str]:
 
 
 def _line(role: str, *args: object) -> str:
-    return " ".join([*command(role), *(str(a) for a in args)])
+    return shlex.join([*command(role), *(str(a) for a in args)])
 
 
 def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]:
@@ -218,7 +219,7 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
     result.append(
         Process(
             "temporal",
-            " ".join(
+            shlex.join(  # circus splits it back with shlex: quotes survive
                 temporal_server_args(
                     data / "temporal.db", settings.temporal_port, settings.temporal_ui_port
                 )

@@ -42,6 +42,7 @@ DETAIL_KEYS = {
     "recovery": {"no kill", "kill -9", "SIGTERM", "checkpoint_window"},
     "concurrency": {"temporal", "mvp", "temporal_alone", "chats", "chunks_per_chat"},
     "reconnect": {"reconnect_ms", "fresh_connection_ms"},
+    "load": {"3_chats", "5_chats", "backlog", "provider_api"},
 }
 
 

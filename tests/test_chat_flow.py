@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -16,14 +18,26 @@ from testing.chats import (
     start_chat_directly,
     wait_status,
 )
-from testing.oracle import expected_answer, expected_reply, prompt_ending, unique_prompt
+from testing.oracle import (
+    GATEWAY_MODEL,
+    GATEWAY_TEMPERATURE,
+    expected_answer,
+    expected_reply,
+    prompt_ending,
+    prompt_with_natural_length,
+    unique_prompt,
+)
 from testing.simulator import simulator_pace
 
 
 async def test_full_flow_start_to_completed(gateway, simulator, db) -> None:
-    prompt = prompt_ending("stop", 200, "Write an essay about durable execution")
+    # ends by itself (stop) before 600 tokens, after several chunks
+    prompt, _ = prompt_with_natural_length(
+        "Write an essay about durable execution", GATEWAY_MODEL, at_least=250, at_most=590,
+        temperature=GATEWAY_TEMPERATURE,
+    )  # fmt: skip
     response = await gateway.post(
-        "/api/workflows/start", json={"prompt": prompt, "max_tokens": 200}
+        "/api/workflows/start", json={"prompt": prompt, "max_tokens": 600}
     )
     assert response.status_code == 202, response.text
     workflow_id = response.json()["workflow_id"]
@@ -33,23 +47,23 @@ async def test_full_flow_start_to_completed(gateway, simulator, db) -> None:
     assert status["stage"] == "completed"
     assert status["progress"] == 100
     assert status["chunks_saved"] == status["total_chunks"] > 1
-    reply = expected_reply(prompt, 200)
-    assert status["usage"]["completion_tokens"] == reply.natural_tokens < 200
+    reply = expected_reply(prompt, 600)
+    assert status["usage"]["completion_tokens"] == reply.natural_tokens < 600
     assert status["finish_reason"] == "stop" and status["notice"] is None
     assert status["llm_calls"] == 1 and status["billed_usage"] == status["usage"]
 
     chunks = await read_all_chunks(gateway, workflow_id)
     assert [c["id"] for c in chunks] == list(range(status["total_chunks"]))
-    assert "".join(c["text"] for c in chunks) == expected_answer(prompt, 200)
+    assert "".join(c["text"] for c in chunks) == expected_answer(prompt, 600)
     assert all(c["worker"].startswith("worker-") and c["attempt"] >= 1 for c in chunks)
     assert await generations_for(simulator, prompt) == {"started": 1, "completed": 1}
     assert len(await chunk_rows(db, workflow_id)) == status["total_chunks"]
 
 
 async def test_chunks_cursor_pages(gateway) -> None:
-    prompt = unique_prompt()
+    prompt = prompt_ending("length", 600)  # ~4,000 characters: 8 chunks or so
     workflow_id = (
-        await gateway.post("/api/workflows/start", json={"prompt": prompt, "max_tokens": 120})
+        await gateway.post("/api/workflows/start", json={"prompt": prompt, "max_tokens": 600})
     ).json()["workflow_id"]
     await wait_status(gateway, workflow_id, {"completed"})
     page = (await gateway.get(f"/api/workflows/{workflow_id}/chunks?from_id=2&limit=2")).json()
@@ -72,6 +86,25 @@ async def test_idempotency_key_starts_one_workflow(gateway, simulator) -> None:
     assert (await generations_for(simulator, prompt))["started"] == 1
 
 
+def activities_asked(history: Any) -> list[tuple[str, int]]:
+    """(activity type, attempt) of every activity the chat ran: regular ones from their
+    started events, local ones from their markers."""
+    scheduled: dict[int, str] = {}
+    asked: list[tuple[str, int]] = []
+    for e in history.events:
+        if e.HasField("activity_task_scheduled_event_attributes"):
+            scheduled[e.event_id] = e.activity_task_scheduled_event_attributes.activity_type.name
+        elif e.HasField("activity_task_started_event_attributes"):
+            attrs = e.activity_task_started_event_attributes
+            asked.append((scheduled[attrs.scheduled_event_id], attrs.attempt))
+        elif e.HasField("marker_recorded_event_attributes"):
+            marker = e.marker_recorded_event_attributes
+            if marker.marker_name == "core_local_activity":
+                data = json.loads(marker.details["data"].payloads[0].data)
+                asked.append((data["activity_type"], data["attempt"]))
+    return asked
+
+
 async def test_invalid_prompt_fails_fast_without_llm_call(
     temporal_client: Client, simulator, db
 ) -> None:
@@ -82,19 +115,10 @@ async def test_invalid_prompt_fails_fast_without_llm_call(
     assert "control character" in str(failure.value.cause)
 
     history = await handle.fetch_history()
-    scheduled = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-    ]
-    assert scheduled.count("validate_prompt") == 1
-    assert "generate_full_text" not in scheduled
-    started = [
-        e.activity_task_started_event_attributes.attempt
-        for e in history.events
-        if e.HasField("activity_task_started_event_attributes")
-    ]
-    assert all(attempt == 1 for attempt in started)  # no retries
+    asked = activities_asked(history)  # scheduled, and local ones (markers)
+    assert [name for name, _ in asked].count("validate_prompt") == 1
+    assert "generate_full_text" not in [name for name, _ in asked]
+    assert all(attempt == 1 for _, attempt in asked)  # no retries
     assert (await generations_for(simulator, prompt))["started"] == 0
     row = await db.fetchrow(
         "SELECT stage, error FROM generations WHERE workflow_id = $1", handle.id

@@ -14,6 +14,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
+from llm_simulator.stats import REQUEST_LOG_CAPACITY
 from llm_simulator.text import (
     MARKER,
     NATURAL_MAX_TOKENS,
@@ -435,7 +436,9 @@ async def test_requests_log_records_the_conversation(
     assert earlier["received_at"] <= latest["received_at"]
 
     assert len((await sim.get("/sim/requests")).json()) <= 50
-    assert (await sim.get("/sim/requests", params={"limit": 201})).status_code == 400
+    assert (
+        await sim.get("/sim/requests", params={"limit": REQUEST_LOG_CAPACITY + 1})
+    ).status_code == 400
 
 
 async def test_fault_armed_from_settings_and_sigterm(tmp_path: Path) -> None:
