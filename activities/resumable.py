@@ -47,6 +47,7 @@ from common.models import (
     GeneratedText,
     GenerationMode,
     GenerationRequest,
+    Stage,
     Usage,
 )
 from storage import ChatStore
@@ -172,7 +173,10 @@ async def generate_resumable(
             starting_after = drafts.published_seq or 0
             await asyncio.sleep(0.2 * reattached)
         except asyncio.CancelledError:
-            if drafts.response_id is not None:  # the chat was cancelled: stop paying for it
+            if drafts.response_id is not None and await _chat_no_longer_wants_it(
+                store, drafts.workflow_id
+            ):
+                # the chat was cancelled or reset: stop paying for it
                 await asyncio.shield(_cancel_at_provider(client, drafts.response_id))
                 await asyncio.shield(
                     ledger.finish(drafts.response_id, "cancelled", usage=None, chars=drafts.chars)
@@ -391,6 +395,27 @@ async def _settle(
             "nothing was generated."
         )
     return await _outcome(response, drafts, request, ledger)
+
+
+async def _chat_no_longer_wants_it(store: ChatStore, workflow_id: str) -> bool:
+    """Whether this attempt was cancelled because its chat asked for it (a cancel, an
+    operator's reset), rather than because the attempt itself is over: an attempt that
+    missed its heartbeats (a frozen or overloaded worker), a worker shutting down or an
+    operator's pause leave the background response running for the next attempt, which
+    re-attaches to it. Cancelling it there ended chats as `cancelled` while their next
+    attempt was resuming (bench.load's backlog; tests/test_generation_resume.py).
+
+    The server says `not_found` both to an attempt that timed out and to one whose
+    workflow already closed (a cancelled chat records `cancelled` and closes before
+    the next heartbeat is answered); the chat's stage tells them apart. A terminated
+    or timed-out chat's response is cancelled by the reconciler (activities/reconcile.py)."""
+    details = activity.cancellation_details()
+    if details is None or details.cancel_requested or details.reset:
+        return True
+    if not details.not_found:
+        return False
+    row = await asyncio.shield(store.get_generation(workflow_id))
+    return row is not None and row.stage is Stage.CANCELLED
 
 
 async def _cancel_at_provider(client: openai.AsyncOpenAI, response_id: str) -> None:

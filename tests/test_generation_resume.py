@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 from temporalio.client import Client
 
@@ -135,3 +137,36 @@ async def test_cancelling_the_chat_cancels_the_generation_at_the_provider(
 
         assert await wait_for(cancelled_at_provider, timeout_s=10)
         assert (await generations_for(simulator, prompt))["completed"] == 0
+
+
+async def test_a_frozen_worker_does_not_cancel_the_generation_its_successor_resumes(
+    fleet: LocalStack, temporal_client: Client, gateway, simulator
+) -> None:
+    """A worker that stops answering (SIGSTOP: a long GC pause, a stalled VM) misses
+    the generation's heartbeats; another attempt re-attaches to the same background
+    response. When the frozen worker wakes, the server tells its attempt it timed out:
+    it must leave the response running, not cancel it under its successor."""
+    max_tokens = 600
+    prompt = prompt_ending("length", max_tokens, "A long answer across a frozen worker")
+    async with simulator_pace(simulator, 60):  # 10 s of generation
+        handle = await _start(temporal_client, prompt, max_tokens, GenerationMode.RESUME)
+        identity = await wait_for(lambda: _generating_worker(handle), timeout_s=30)
+        frozen = worker_process(fleet, identity)
+        assert frozen is not None, identity
+        await asyncio.sleep(0.5)  # streaming
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            # past the 3 s heartbeat timeout: the next attempt starts on the other worker
+            async def resumed_elsewhere() -> bool:
+                current = await _generating_worker(handle)
+                return current is not None and current != identity
+
+            await wait_for(resumed_elsewhere, timeout_s=30, interval_s=0.1)
+            await asyncio.sleep(0.5)
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)  # it wakes and learns its attempt timed out
+        status = await wait_status(
+            gateway, handle.id, {"completed", "cancelled", "failed"}, timeout_s=60
+        )
+    assert status["status"] == "completed", status
+    assert await generations_for(simulator, prompt) == {"started": 1, "completed": 1}
