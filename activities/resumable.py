@@ -30,6 +30,8 @@ import openai
 import structlog
 from openai.types.responses import Response, ResponseInputParam, ResponseStreamEvent
 from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
 
 from activities.billing import CallLedger, estimate_tokens
 from activities.drafts import DraftPublisher
@@ -42,12 +44,12 @@ from activities.provider import (
     QueuedTooLong,
     next_within,
 )
+from common.closes import RPC_TIMEOUT
 from common.models import (
     FinishReason,
     GeneratedText,
     GenerationMode,
     GenerationRequest,
-    Stage,
     Usage,
 )
 from storage import ChatStore
@@ -173,9 +175,7 @@ async def generate_resumable(
             starting_after = drafts.published_seq or 0
             await asyncio.sleep(0.2 * reattached)
         except asyncio.CancelledError:
-            if drafts.response_id is not None and await _chat_no_longer_wants_it(
-                store, drafts.workflow_id
-            ):
+            if drafts.response_id is not None and await asyncio.shield(_chat_no_longer_wants_it()):
                 # the chat was cancelled or reset: stop paying for it
                 await asyncio.shield(_cancel_at_provider(client, drafts.response_id))
                 await asyncio.shield(
@@ -397,25 +397,35 @@ async def _settle(
     return await _outcome(response, drafts, request, ledger)
 
 
-async def _chat_no_longer_wants_it(store: ChatStore, workflow_id: str) -> bool:
-    """Whether this attempt was cancelled because its chat asked for it (a cancel, an
-    operator's reset), rather than because the attempt itself is over: an attempt that
-    missed its heartbeats (a frozen or overloaded worker), a worker shutting down or an
-    operator's pause leave the background response running for the next attempt, which
-    re-attaches to it. Cancelling it there ended chats as `cancelled` while their next
-    attempt was resuming (bench.load's backlog; tests/test_generation_resume.py).
+async def _chat_no_longer_wants_it() -> bool:
+    """Whether this attempt was cancelled because its chat no longer wants the answer
+    (a cancel, an operator's reset or terminate), rather than because the attempt itself
+    is over: an attempt that missed its heartbeats (a frozen or overloaded worker), a
+    worker shutting down or an operator's pause leave the background response running
+    for the next attempt, which re-attaches to it. Cancelling it there ended chats as
+    `cancelled` while their next attempt was resuming (bench.load's backlog;
+    tests/test_generation_resume.py).
 
-    The server says `not_found` both to an attempt that timed out and to one whose
-    workflow already closed (a cancelled chat records `cancelled` and closes before
-    the next heartbeat is answered); the chat's stage tells them apart. A terminated
-    or timed-out chat's response is cancelled by the reconciler (activities/reconcile.py)."""
+    The server says `not_found` both to an attempt that timed out and to one whose run
+    is closed (a cancelled chat closes before the next heartbeat is answered; a reset
+    closes the run and starts another): Temporal's description of the chat tells them
+    apart. When Temporal cannot say, the response is cancelled, as before."""
     details = activity.cancellation_details()
     if details is None or details.cancel_requested or details.reset:
         return True
     if not details.not_found:
         return False
-    row = await asyncio.shield(store.get_generation(workflow_id))
-    return row is not None and row.stage is Stage.CANCELLED
+    info = activity.info()
+    if info.workflow_id is None:
+        return True
+    try:
+        handle = activity.client().get_workflow_handle(info.workflow_id)
+        description = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+    except (RPCError, RuntimeError) as err:
+        log.warning("cannot tell whether the chat still runs", error=str(err))
+        return True
+    still_this_run = description.run_id == info.workflow_run_id
+    return not (still_this_run and description.status is WorkflowExecutionStatus.RUNNING)
 
 
 async def _cancel_at_provider(client: openai.AsyncOpenAI, response_id: str) -> None:

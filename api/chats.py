@@ -318,12 +318,14 @@ async def request_reconcile(client: Client, settings: Settings, workflow_id: str
         log.warning("cannot start the reconciler", workflow_id=workflow_id, error=str(err))
 
 
-async def runs_in_temporal(client: Client, workflow_id: str) -> bool:
-    """Whether the chat's current run is running (False when Temporal cannot say)."""
+async def runs_in_temporal(client: Client, workflow_id: str, other_than: str = "") -> bool:
+    """Whether the chat's current run is running, and is not the run `other_than`
+    (False when Temporal cannot say)."""
     try:
-        return (await run_state(client, workflow_id)).running
+        state = await run_state(client, workflow_id)
     except RPCError:
         return False
+    return state.running and not (other_than and state.run_id == other_than)
 
 
 async def reconcile_if_closed(client: Client, settings: Settings, workflow_id: str) -> None:

@@ -34,7 +34,9 @@ FALLBACK_POLL_S = 2.0
 CLOSE_CHECK_S = 2.0
 
 CloseCheck = Callable[[], Awaitable[None]]
-RunsCheck = Callable[[], Awaitable[bool]]
+RunsCheck = Callable[[str], Awaitable[bool]]
+"""Whether Temporal runs the chat in a run other than the given one (the run that
+wrote its end): an operator reset it, and the new run's events will follow."""
 
 
 class ChatEventHub:
@@ -112,41 +114,54 @@ async def follow(
     event, and as often again, `check_closed` runs: it has the record of a chat whose
     workflow closed without writing its end repaired, which appends the terminal event.
     A stream resumed after the terminal event ends at once, unless `still_runs` says
-    Temporal runs the chat again (an operator reset it: the new run's events follow).
+    Temporal runs the chat in another run (an operator reset it: the new run's events
+    follow); the run that wrote the end may still be closing (its last activity beside
+    the `completed` record), which is not a reason to wait. A stream waiting for such a
+    new run ends if, at a close check, it no longer runs.
     """
     last_event_at = time.monotonic()
     first_read = True
+    ended_run: str | None = None  # resumed after the end of this run, waiting for the next
     with hub.subscribe(workflow_id) as wake:
         while True:
             wake.clear()
             events = await store.events_after(workflow_id, after_seq)
             for event in events:
+                ended_run = None
                 yield event
                 after_seq = event.seq
                 last_event_at = time.monotonic()
                 if event.type in TERMINAL_EVENTS:
                     return
             if not events and first_read:
-                if await _already_finished(store, workflow_id, after_seq) and not (
-                    still_runs is not None and await still_runs()
+                ended_run = await _finished_run(store, workflow_id, after_seq)
+                if ended_run is not None and not (
+                    still_runs is not None and await still_runs(ended_run)
                 ):
                     return  # resumed after the terminal event: nothing more will come
             first_read = False
             if wake.is_set():
                 continue  # appended while we read: read again at once
             idle = time.monotonic() - last_event_at
-            if check_closed is not None and idle >= CLOSE_CHECK_S:
+            if idle >= CLOSE_CHECK_S:
                 last_event_at = time.monotonic()
-                await check_closed()
+                if ended_run is not None and still_runs is not None:
+                    if not await still_runs(ended_run):
+                        return  # the run it waited for closed (or never came)
+                elif check_closed is not None:
+                    await check_closed()
             # Woken by the next NOTIFY; without one, read again every FALLBACK_POLL_S
             # (a notification lost while the LISTEN connection was re-established).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=FALLBACK_POLL_S)
 
 
-async def _already_finished(store: ChatStore, workflow_id: str, after_seq: int) -> bool:
+async def _finished_run(store: ChatStore, workflow_id: str, after_seq: int) -> str | None:
+    """The run that ended the chat, if its end is at or before `after_seq`."""
     row = await store.get_generation(workflow_id)
-    return row is not None and row.stage.is_final and after_seq >= row.last_event_seq
+    if row is None or not row.stage.is_final or after_seq < row.last_event_seq:
+        return None
+    return row.run_id
 
 
 def sse_message(event: ChatEvent) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -80,16 +81,28 @@ async def read_sse(
     last_event_id: str | None = None,
     stop_after: int | None = None,
     use_query: bool = False,
+    timeout_s: float = 120.0,
 ) -> list[dict[str, Any]]:
     """Read the chat's SSE stream: every event as {id, event, data}, until the stream ends
-    (terminal event) or `stop_after` events were read (then the connection is dropped)."""
+    (terminal event) or `stop_after` events were read (then the connection is dropped).
+
+    A stream that has not ended after `timeout_s` (keep-alives keep an idle one open
+    for ever) fails with what was read and the chat's status, not a silent hang."""
     events: list[dict[str, Any]] = []
     stream = stream_events(client, workflow_id, last_event_id=last_event_id, use_query=use_query)
-    async with contextlib.aclosing(stream) as received:
-        async for event in received:
-            events.append(event.as_dict())
-            if stop_after is not None and len(events) >= stop_after:
-                break
+    try:
+        async with asyncio.timeout(timeout_s), contextlib.aclosing(stream) as received:
+            async for event in received:
+                events.append(event.as_dict())
+                if stop_after is not None and len(events) >= stop_after:
+                    break
+    except TimeoutError:
+        status = await client.get(f"/api/workflows/{workflow_id}/status")
+        raise AssertionError(
+            f"the stream of {workflow_id} (after {last_event_id}) did not end within "
+            f"{timeout_s} s: {len(events)} events read, the last {events[-3:]}; "
+            f"status {status.status_code} {status.text[:500]}"
+        ) from None
     return events
 
 

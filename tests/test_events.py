@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncpg
 import httpx
+from temporalio.client import Client, WorkflowExecutionStatus
 
+from testing.chats import wait_for
 from testing.oracle import expected_answer, unique_prompt
+from testing.simulator import simulator_pace
 from testing.sse import checkpointed_text, preview_text, read_sse
 
 
@@ -48,6 +52,34 @@ async def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(gateway) ->
     assert preview_text(combined) == checkpointed_text(combined) == expected_answer(prompt, 400)
     # Resuming after the end returns nothing more and ends at once.
     assert await read_sse(gateway, workflow_id, last_event_id=combined[-1]["id"]) == []
+
+
+async def test_resume_after_the_end_ends_while_the_workflow_is_still_closing(
+    gateway, simulator, temporal_client: Client, db: asyncpg.Pool
+) -> None:
+    """The `completed` record and the answer-cache write run side by side, so the
+    terminal event can be in the log while the run is still open. A viewer resuming
+    after that event must get nothing more and an ended stream, not wait for a new run
+    (only an operator's reset brings one; tests/test_operator_actions.py)."""
+    async with simulator_pace(simulator, 50):  # 2 s of generation: time to take the lock
+        workflow_id = await _start(gateway, unique_prompt(), 100)
+
+        async def generating() -> bool:
+            status = (await gateway.get(f"/api/workflows/{workflow_id}/status")).json()
+            return bool(status["stage"] == "generating")
+
+        await wait_for(generating, timeout_s=30, interval_s=0.1)
+    async with db.acquire() as conn, conn.transaction():
+        # the cache write waits for this lock; the rest of the chat does not use the table
+        await conn.execute("LOCK TABLE answer_cache IN EXCLUSIVE MODE")
+        events = await read_sse(gateway, workflow_id, timeout_s=60)
+        assert events[-1]["event"] == "completed"
+        description = await temporal_client.get_workflow_handle(workflow_id).describe()
+        assert description.status == WorkflowExecutionStatus.RUNNING  # still closing
+        assert (
+            await read_sse(gateway, workflow_id, last_event_id=events[-1]["id"], timeout_s=15) == []
+        )
+    await temporal_client.get_workflow_handle(workflow_id).result()  # it closes once unlocked
 
 
 async def test_malformed_last_event_id_is_refused(gateway) -> None:

@@ -63,8 +63,8 @@ async def events(
         async def check_closed() -> None:
             await chats.reconcile_if_closed(client, settings, workflow_id)
 
-        async def still_runs() -> bool:
-            return await chats.runs_in_temporal(client, workflow_id)
+        async def still_runs(ended_run: str) -> bool:
+            return await chats.runs_in_temporal(client, workflow_id, other_than=ended_run)
 
         # sse-starlette ends the stream when the client disconnects (it listens for
         # `http.disconnect`), so there is no per-event check here.
