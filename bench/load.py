@@ -75,17 +75,18 @@ SIZES: dict[str, dict[str, Any]] = {
         "levels": [Level(3, 0.5, 1.5), Level(5, 1.5, None)],
         "backlog_chats": 3,
         "probes": 1,
+        "chat_deadline_s": 90.0,  # a stuck chat is reported well within the smoke test's time
     },
     "full": {
         "levels": [Level(100, 0.5, 1.5), Level(200, 1.5, None)],
         "backlog_chats": 100,
         "probes": 5,
+        "chat_deadline_s": 600.0,
     },
 }
 BACKLOG_TOKENS = 1024  # the simulator's longest natural answer: ~14 chunks of 480 chars
 BACKLOG_PACE = 5000.0  # tokens/s while the backlog's answers are generated
 PROBE_SPACING_S = 0.5
-CHAT_DEADLINE_S = 600.0
 
 
 @dataclass
@@ -100,6 +101,7 @@ class DurableRun:
     completed_s: float | None = None  # POST sent -> `completed`
     end: str | None = None
     error: str | None = None
+    deadline_s: float = 600.0  # the size's chat_deadline_s: a stuck chat is an error
 
 
 @dataclass
@@ -128,7 +130,7 @@ async def follow(gateway: httpx.AsyncClient, run: DurableRun) -> None:
     run.start_s = time.perf_counter() - sent
     try:
         async with (
-            asyncio.timeout(CHAT_DEADLINE_S),
+            asyncio.timeout(run.deadline_s),
             contextlib.aclosing(stream_events(gateway, run.workflow_id)) as events,
         ):
             async for event in events:
@@ -139,7 +141,11 @@ async def follow(gateway: httpx.AsyncClient, run: DurableRun) -> None:
                     if event.event == "completed":
                         run.completed_s = event.at - sent
                     break
-    except (httpx.HTTPError, TimeoutError) as err:
+    except TimeoutError:
+        status = await gateway.get(f"/api/workflows/{run.workflow_id}/status")
+        run.error = f"no end within {run.deadline_s} s: {run.workflow_id} {status.text}"[:400]
+        return
+    except httpx.HTTPError as err:
         run.error = f"stream: {type(err).__name__}: {err}"[:200]
         return
     if run.end != "completed":
@@ -169,7 +175,12 @@ async def verify(gateway: httpx.AsyncClient, runs: list[DurableRun]) -> None:
 
 
 async def run_level(
-    stack: LocalStack, gateway: httpx.AsyncClient, llm: openai.AsyncOpenAI, api: str, n: int
+    stack: LocalStack,
+    gateway: httpx.AsyncClient,
+    llm: openai.AsyncOpenAI,
+    api: str,
+    n: int,
+    deadline_s: float,
 ) -> LevelResult:
     result = LevelResult()
     log(f"load: {n} streams straight to the simulator …")
@@ -178,7 +189,8 @@ async def run_level(
     await asyncio.sleep(2)
     log(f"load: {n} chats through durable-chat …")
     result.durable = [
-        DurableRun(unique_prompt(f"Durable load {n}, chat {i}"), MAX_TOKENS) for i in range(n)
+        DurableRun(unique_prompt(f"Durable load {n}, chat {i}"), MAX_TOKENS, deadline_s=deadline_s)
+        for i in range(n)
     ]
     started = time.monotonic()
     with ProcessSampler(lambda: stack_processes(stack), interval_s=0.5) as sampler:
@@ -219,10 +231,12 @@ async def checkpoint_backlog(db: asyncpg.Pool, workflow_ids: list[str]) -> dict[
 
 
 async def probe(
-    gateway: httpx.AsyncClient, llm: openai.AsyncOpenAI, api: str, i: int
+    gateway: httpx.AsyncClient, llm: openai.AsyncOpenAI, api: str, i: int, deadline_s: float
 ) -> tuple[DurableRun, list[StreamTimes], list[str]]:
     """One new chat and, started at the same moment, one direct stream."""
-    run = DurableRun(unique_prompt(f"Probe {i} during the backlog"), MAX_TOKENS)
+    run = DurableRun(
+        unique_prompt(f"Probe {i} during the backlog"), MAX_TOKENS, deadline_s=deadline_s
+    )
     prompt = unique_prompt(f"Direct probe {i} during the backlog")
     _, (times, errors) = await asyncio.gather(
         follow(gateway, run), direct_streams(llm, [prompt], MAX_TOKENS, api)
@@ -237,6 +251,7 @@ async def run_backlog(
     api: str,
     chats: int,
     probes: int,
+    deadline_s: float,
 ) -> dict[str, Any]:
     """New chats (and direct requests beside them) while `chats` others checkpoint.
 
@@ -250,7 +265,7 @@ async def run_backlog(
         prompt, reply = prompt_with_natural_length(
             f"Backlog chat {i}", GATEWAY_MODEL, at_least=900, temperature=GATEWAY_TEMPERATURE
         )
-        backlog.append(DurableRun(prompt, BACKLOG_TOKENS))
+        backlog.append(DurableRun(prompt, BACKLOG_TOKENS, deadline_s=deadline_s))
         expected_chunks += len(
             split_into_chunks("".join(reply.tokens), Settings().chunk_target_chars)
         )
@@ -281,7 +296,7 @@ async def run_backlog(
         tasks = []
         for i in range(probes):
             at_probe.append(await checkpoint_backlog(db, ids))
-            tasks.append(asyncio.create_task(probe(gateway, llm, api, i)))
+            tasks.append(asyncio.create_task(probe(gateway, llm, api, i, deadline_s)))
             await asyncio.sleep(PROBE_SPACING_S)
         outcomes = await asyncio.gather(*tasks)
         await asyncio.gather(*followers)
@@ -400,12 +415,20 @@ async def measure(stack: LocalStack, size: str) -> Report:
         await follow(gateway, DurableRun(unique_prompt("Load warm-up"), 20))
         await provider_stream(llm, unique_prompt("Direct warm-up"), 20, api)
         for level in config["levels"]:
-            result = await run_level(stack, gateway, llm, api, level.chats)
+            result = await run_level(
+                stack, gateway, llm, api, level.chats, config["chat_deadline_s"]
+            )
             figures += level_figures(level, result)
             details[f"{level.chats}_chats"] = level_details(result)
             await asyncio.sleep(3)
         backlog = await run_backlog(
-            stack, gateway, llm, api, config["backlog_chats"], config["probes"]
+            stack,
+            gateway,
+            llm,
+            api,
+            config["backlog_chats"],
+            config["probes"],
+            config["chat_deadline_s"],
         )
     figures.append(backlog_figure(backlog))
     details["backlog"] = {

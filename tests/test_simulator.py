@@ -242,7 +242,8 @@ async def test_streaming_with_usage_matches_non_streaming(client: AsyncOpenAI, e
 
     assert "".join(pieces) == expected == "".join(tokens)
     assert len(pieces) == len(tokens)  # one chunk per token
-    assert (len(tokens) == 80) == (ending == "length")
+    # a natural end can fall exactly on the limit: still "stop" (it was not cut)
+    assert len(tokens) <= 80 if ending == "stop" else len(tokens) == 80
     assert roles == ["assistant"]
     assert finish_reasons == [ending]
     assert len(usages) == 1
