@@ -41,7 +41,7 @@ from bench.runner import run_benchmark
 from bench.sampler import ProcessSampler
 from bench.stack import gateway_client, log, replays_logged, stack_processes
 from bench.stats import percentile, summary
-from bench.temporal_floor import FloorRun, FloorWorkflow
+from bench.temporal_floor import FloorRun, FloorWorkflow, floor_workers
 from bench.timing import Phase, checkpoint_phases, wait_finished
 from common.settings import Settings
 from testing.chats import start_chat
@@ -179,29 +179,7 @@ async def floor_run(
     (bench.temporal_floor): what Temporal alone allows. Activities/s = chats x chunks /
     (first start → last workflow result), a window that also holds each workflow's start
     and first task, so it slightly understates the rate against the chats' figure."""
-    task_queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
-    children: list[asyncio.subprocess.Process] = []
-    try:
-        for _ in stack.live_workers():
-            child = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bench.temporal_floor",
-                "--address",
-                stack.temporal_address,
-                "--task-queue",
-                task_queue,
-                cwd=ROOT,
-                stdout=asyncio.subprocess.PIPE,
-            )
-            children.append(child)
-            assert child.stdout is not None
-            line = await asyncio.wait_for(child.stdout.readline(), 60)
-            if line.strip() != b"floor worker started":
-                raise RuntimeError(f"a floor worker did not start (exit {child.returncode})")
-        roots = {f"floor-worker-{i + 1}": c.pid for i, c in enumerate(children)}
-        if stack.temporal is not None:
-            roots["temporal"] = stack.temporal.pid
+    async with floor_workers(stack) as (task_queue, roots):
         client = await Client.connect(stack.temporal_address)
         with ProcessSampler(lambda: roots) as sampler:
             first = time.time()
@@ -218,11 +196,6 @@ async def floor_run(
             )
             done = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout_s)
             elapsed = time.time() - first
-    finally:
-        for child in children:  # only the children this benchmark started
-            if child.returncode is None:
-                child.kill()
-            await child.wait()
     activities = sum(done)
     cpu = sampler.cpu_seconds()
     return {

@@ -11,6 +11,13 @@ first token, 40 tokens/s, as a real provider streams):
 Baseline, same run, just before: N streams at once straight to the simulator with the
 openai client, as the workers call it (bench/direct.py): its first token and its end.
 
+Beside each level, the floor: N workflows of a chat's shape up to its LLM call (two
+no-op local activities, then the activity that would call the provider) started at once
+on the same dev server with as many worker processes, Temporal alone, nothing else
+running (bench/temporal_floor.py): start sent -> that activity starts. No design that
+calls the provider from an activity after a workflow task can give a first token
+sooner than the provider's own plus this.
+
 Then a backlog: 100 chats whose long answers (900 to 1,024 tokens) come fast, so that
 all of them are checkpointing together; while their `save_chunk` activities wait, a
 few new chats start, one every 0.5 s (each beside a direct request started at the same
@@ -28,12 +35,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import httpx
 import openai
+from temporalio.client import Client
 
 from bench.direct import StreamTimes, provider_client, provider_stream, worker_api
 from bench.figures import Figure, Report
@@ -41,6 +50,7 @@ from bench.runner import run_benchmark
 from bench.sampler import ProcessSampler
 from bench.stack import gateway_client, log, stack_processes
 from bench.stats import percentile, summary
+from bench.temporal_floor import FirstActivityWorkflow, floor_workers
 from bench.timing import first_token_breakdown
 from common.chunking import split_into_chunks
 from common.contract import TERMINAL_EVENTS
@@ -112,6 +122,8 @@ class LevelResult:
     cpu_s: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
     breakdown: dict[str, Any] = field(default_factory=dict)
+    floor_s: list[float] = field(default_factory=list)  # Temporal alone: start -> activity
+    floor_cpu_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[str]:
@@ -199,14 +211,37 @@ async def run_level(
     result.cpu_s = by_kind(sampler.cpu_seconds())
     result.breakdown = await first_token_breakdown(stack, result.durable)
     await verify(gateway, result.durable)
+    await asyncio.sleep(2)
+    log(f"load: {n} workflows of a chat's shape, Temporal alone …")
+    result.floor_s, result.floor_cpu_s = await temporal_floor(stack, n)
     return result
+
+
+async def temporal_floor(stack: LocalStack, n: int) -> tuple[list[float], dict[str, float]]:
+    """N FirstActivityWorkflows started together: start sent -> the activity that would
+    call the provider starts (wall clock, one machine), and the CPU it took."""
+    async with floor_workers(stack) as (task_queue, roots):
+        client = await Client.connect(stack.temporal_address)
+
+        async def one() -> float:
+            sent = time.time()
+            handle = await client.start_workflow(
+                FirstActivityWorkflow.run,
+                id=f"bench-first-{uuid.uuid4()}",
+                task_queue=task_queue,
+            )
+            return await handle.result() - sent
+
+        with ProcessSampler(lambda: roots, interval_s=0.5) as sampler:
+            delays = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(n))), 300)
+    return delays, by_kind(sampler.cpu_seconds())
 
 
 def by_kind(cpu: dict[str, float]) -> dict[str, float]:
     """CPU seconds summed per kind of process (`worker-2` -> `worker`)."""
     kinds: dict[str, float] = {}
     for name, seconds in cpu.items():
-        kind = name.split("-")[0]
+        kind = name.rstrip("0123456789").rstrip("-")
         kinds[kind] = round(kinds.get(kind, 0.0) + seconds, 1)
     return dict(sorted(kinds.items()))
 
@@ -353,6 +388,18 @@ def level_figures(level: Level, result: LevelResult) -> list[Figure]:
                 "direct stream done p95",
             )
         )
+    floor_p95 = _p95(result.floor_s)
+    figures.append(
+        Figure(
+            f"{n} chats: Temporal alone, start -> LLM activity starts p95",
+            floor_p95,
+            level.first_delta_margin_s,
+            "s",
+            "— (the floor under the first delta's overhead)",
+            None,
+            "the margin over direct the first-delta goal allows",
+        )
+    )
     errors = len(result.errors)
     figures.append(
         Figure(
@@ -380,6 +427,8 @@ def level_details(result: LevelResult) -> dict[str, Any]:
         "completed_s": of([r.completed_s for r in result.durable]),
         "wall_s": result.wall_s,
         "first_text_delta_breakdown_ms": result.breakdown,
+        "temporal_alone_start_to_llm_activity_s": of(list(result.floor_s)),
+        "temporal_alone_cpu_s_by_process": result.floor_cpu_s,
         "cpu_s_by_process": result.cpu_s,
         "errors": result.errors[:10],
         "direct_errors": result.direct_errors[:10],
