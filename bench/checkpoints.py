@@ -30,13 +30,21 @@ from bench.stats import percentile
 from bench.timing import checkpoint_phases, wait_finished
 from common.settings import Settings
 from testing.chats import start_chat, start_chat_directly
-from testing.oracle import unique_prompt
+from testing.oracle import (
+    GATEWAY_MODEL,
+    GATEWAY_TEMPERATURE,
+    prompt_with_natural_length,
+    unique_prompt,
+)
 from testing.stack import LocalStack
 
 # Generation fast, so each repetition is quick; it ends before the measured phase.
-# The chunk size of the figures recorded since the first runs (the default is now 480):
-# this benchmark measures the cost of a checkpoint, whatever the size of one.
-APP_ENV = {"CHUNK_TARGET_CHARS": "120"}
+# Small chunks (the default is 480): this benchmark measures the cost of a checkpoint,
+# whatever the size of one, and the simulator's answers end naturally by ~1,024 tokens
+# (~6,700 characters), so 100 chunks need small ones (the figures
+# before 2026-12 used 120, when its answers ran to max_tokens).
+APP_ENV = {"CHUNK_TARGET_CHARS": "40"}
+NATURAL_TOKENS_AT_LEAST = 900  # 100 chunks of 40 characters: ~750 tokens, cut before the end
 SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "5000"}
 SIZES = {"tiny": {"chunks": 20, "reps": 1}, "full": {"chunks": 100, "reps": 7}}
 GOAL_RATIO = 0.15
@@ -94,7 +102,12 @@ async def measure(stack: LocalStack, size: str) -> Report:
             return await one_phase(db, handle.id)
 
         for i in range(reps):
-            prompt = unique_prompt(f"Checkpoint phase, repetition {i}")
+            prompt, _ = prompt_with_natural_length(
+                f"Checkpoint phase, repetition {i}",
+                GATEWAY_MODEL,
+                at_least=NATURAL_TOKENS_AT_LEAST,
+                temperature=GATEWAY_TEMPERATURE,
+            )
             max_tokens, expected = max_tokens_for_chunks(prompt, chunks, target)
             # alternate which goes first, so drift on a shared machine hits both alike
             order = [through_gateway, one_by_one] if i % 2 == 0 else [one_by_one, through_gateway]

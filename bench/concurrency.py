@@ -45,11 +45,15 @@ from bench.temporal_floor import FloorRun, FloorWorkflow, floor_workers
 from bench.timing import Phase, checkpoint_phases, wait_finished
 from common.settings import Settings
 from testing.chats import start_chat
+from testing.oracle import GATEWAY_MODEL, GATEWAY_TEMPERATURE, prompt_with_natural_length
 from testing.stack import ROOT, LocalStack
 
-# The chunk size of the figures recorded since the first runs (the default is now 480):
-# this benchmark measures the cost of a checkpoint, whatever the size of one.
-APP_ENV = {"CHUNK_TARGET_CHARS": "120"}
+# Chunks of 80 characters (the default is 480): this benchmark measures the cost of a
+# checkpoint, whatever its size, and the simulator's answers end naturally by ~1,024
+# tokens, so 50 chunks of 120 characters (the figures before 2026-12) no longer fit;
+# each prompt is one whose natural answer is long enough to be cut at 50 chunks.
+APP_ENV = {"CHUNK_TARGET_CHARS": "80"}
+NATURAL_TOKENS_AT_LEAST = 800
 SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "5000"}
 SIZES = {
     "tiny": {"chats": 5, "chunks": 10, "timeout_s": 90},
@@ -218,7 +222,12 @@ async def measure(stack: LocalStack, size: str) -> Report:
     run = uuid.uuid4().hex[:8]
     specs = []
     for i in range(chats):
-        prompt = f"Concurrency benchmark {run}, chat {i}"
+        prompt, _ = prompt_with_natural_length(
+            f"Concurrency benchmark {run}, chat {i}",
+            GATEWAY_MODEL,
+            at_least=NATURAL_TOKENS_AT_LEAST,
+            temperature=GATEWAY_TEMPERATURE,
+        )
         max_tokens, _ = max_tokens_for_chunks(prompt, chunks, target)
         specs.append({"prompt": prompt, "max_tokens": max_tokens, "chunk_target_chars": target})
     db = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)

@@ -99,6 +99,15 @@ BACKLOG_PACE = 5000.0  # tokens/s while the backlog's answers are generated
 PROBE_SPACING_S = 0.5
 
 
+def full_length_prompt(label: str) -> str:
+    """A unique prompt whose answer runs to MAX_TOKENS (its natural end is later), so
+    every chat and every direct stream streams the same 300 tokens."""
+    prompt, _ = prompt_with_natural_length(
+        label, GATEWAY_MODEL, at_least=MAX_TOKENS + 1, temperature=GATEWAY_TEMPERATURE
+    )
+    return prompt
+
+
 @dataclass
 class DurableRun:
     prompt: str
@@ -196,12 +205,14 @@ async def run_level(
 ) -> LevelResult:
     result = LevelResult()
     log(f"load: {n} streams straight to the simulator …")
-    prompts = [unique_prompt(f"Direct load {n}, chat {i}") for i in range(n)]
+    prompts = [full_length_prompt(f"Direct load {n}, chat {i}") for i in range(n)]
     result.direct, result.direct_errors = await direct_streams(llm, prompts, MAX_TOKENS, api)
     await asyncio.sleep(2)
     log(f"load: {n} chats through durable-chat …")
     result.durable = [
-        DurableRun(unique_prompt(f"Durable load {n}, chat {i}"), MAX_TOKENS, deadline_s=deadline_s)
+        DurableRun(
+            full_length_prompt(f"Durable load {n}, chat {i}"), MAX_TOKENS, deadline_s=deadline_s
+        )
         for i in range(n)
     ]
     started = time.monotonic()
@@ -270,9 +281,9 @@ async def probe(
 ) -> tuple[DurableRun, list[StreamTimes], list[str]]:
     """One new chat and, started at the same moment, one direct stream."""
     run = DurableRun(
-        unique_prompt(f"Probe {i} during the backlog"), MAX_TOKENS, deadline_s=deadline_s
+        full_length_prompt(f"Probe {i} during the backlog"), MAX_TOKENS, deadline_s=deadline_s
     )
-    prompt = unique_prompt(f"Direct probe {i} during the backlog")
+    prompt = full_length_prompt(f"Direct probe {i} during the backlog")
     _, (times, errors) = await asyncio.gather(
         follow(gateway, run), direct_streams(llm, [prompt], MAX_TOKENS, api)
     )

@@ -117,22 +117,27 @@ async def floor_workers(stack: LocalStack) -> AsyncIterator[tuple[str, dict[str,
     children: list[asyncio.subprocess.Process] = []
     try:
         for _ in stack.live_workers():
-            child = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bench.temporal_floor",
-                "--address",
-                stack.temporal_address,
-                "--task-queue",
-                task_queue,
-                cwd=ROOT,
-                stdout=asyncio.subprocess.PIPE,
+            children.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bench.temporal_floor",
+                    "--address",
+                    stack.temporal_address,
+                    "--task-queue",
+                    task_queue,
+                    cwd=ROOT,
+                    stdout=asyncio.subprocess.PIPE,
+                )
             )
-            children.append(child)
+
+        async def started(child: asyncio.subprocess.Process) -> None:
             assert child.stdout is not None
             line = await asyncio.wait_for(child.stdout.readline(), 60)
             if line.strip() != b"floor worker started":
                 raise RuntimeError(f"a floor worker did not start (exit {child.returncode})")
+
+        await asyncio.gather(*(started(child) for child in children))  # they start together
         roots = {f"floor-worker-{i + 1}": c.pid for i, c in enumerate(children)}
         if stack.temporal is not None:
             roots["temporal"] = stack.temporal.pid
