@@ -6,7 +6,22 @@ from __future__ import annotations
 from typing import Any
 
 from common.chunking import split_into_chunks
-from testing.oracle import GATEWAY_MODEL, GATEWAY_TEMPERATURE, expected_answer
+from testing.oracle import (
+    GATEWAY_MODEL,
+    GATEWAY_TEMPERATURE,
+    SimulatedReply,
+    expected_answer,
+    prompt_with_natural_length,
+)
+
+
+def long_prompt(label: str, at_least_tokens: int) -> tuple[str, SimulatedReply]:
+    """A unique prompt whose natural answer, asked as the gateway asks (its model and
+    temperature), has at least `at_least_tokens` tokens: the simulator ends answers
+    naturally, so an answer cut below that length is exactly as long as asked."""
+    return prompt_with_natural_length(
+        label, GATEWAY_MODEL, at_least=at_least_tokens, temperature=GATEWAY_TEMPERATURE
+    )
 
 
 def max_tokens_for_chunks(prompt: str, chunks: int, target_chars: int) -> tuple[int, int]:

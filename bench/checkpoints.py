@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 
-from bench.chats import chat_request_of, max_tokens_for_chunks
+from bench.chats import chat_request_of, long_prompt, max_tokens_for_chunks
 from bench.figures import Figure, Report
 from bench.runner import run_benchmark
 from bench.stack import gateway_client, log, replays_logged
@@ -30,12 +30,7 @@ from bench.stats import percentile
 from bench.timing import checkpoint_phases, wait_finished
 from common.settings import Settings
 from testing.chats import start_chat, start_chat_directly
-from testing.oracle import (
-    GATEWAY_MODEL,
-    GATEWAY_TEMPERATURE,
-    prompt_with_natural_length,
-    unique_prompt,
-)
+from testing.oracle import unique_prompt
 from testing.stack import LocalStack
 
 # Generation fast, so each repetition is quick; it ends before the measured phase.
@@ -102,12 +97,7 @@ async def measure(stack: LocalStack, size: str) -> Report:
             return await one_phase(db, handle.id)
 
         for i in range(reps):
-            prompt, _ = prompt_with_natural_length(
-                f"Checkpoint phase, repetition {i}",
-                GATEWAY_MODEL,
-                at_least=NATURAL_TOKENS_AT_LEAST,
-                temperature=GATEWAY_TEMPERATURE,
-            )
+            prompt, _ = long_prompt(f"Checkpoint phase, repetition {i}", NATURAL_TOKENS_AT_LEAST)
             max_tokens, expected = max_tokens_for_chunks(prompt, chunks, target)
             # alternate which goes first, so drift on a shared machine hits both alike
             order = [through_gateway, one_by_one] if i % 2 == 0 else [one_by_one, through_gateway]

@@ -34,7 +34,7 @@ import httpx
 import psutil
 from temporalio.client import Client
 
-from bench.chats import max_tokens_for_chunks
+from bench.chats import long_prompt, max_tokens_for_chunks
 from bench.figures import Figure, Report
 from bench.mvp import SCHEMA, create_schema
 from bench.runner import run_benchmark
@@ -45,7 +45,6 @@ from bench.temporal_floor import FloorRun, FloorWorkflow, floor_workers
 from bench.timing import Phase, checkpoint_phases, wait_finished
 from common.settings import Settings
 from testing.chats import start_chat
-from testing.oracle import GATEWAY_MODEL, GATEWAY_TEMPERATURE, prompt_with_natural_length
 from testing.stack import ROOT, LocalStack
 
 # Chunks of 80 characters (the default is 480): this benchmark measures the cost of a
@@ -222,12 +221,7 @@ async def measure(stack: LocalStack, size: str) -> Report:
     run = uuid.uuid4().hex[:8]
     specs = []
     for i in range(chats):
-        prompt, _ = prompt_with_natural_length(
-            f"Concurrency benchmark {run}, chat {i}",
-            GATEWAY_MODEL,
-            at_least=NATURAL_TOKENS_AT_LEAST,
-            temperature=GATEWAY_TEMPERATURE,
-        )
+        prompt, _ = long_prompt(f"Concurrency benchmark {run}, chat {i}", NATURAL_TOKENS_AT_LEAST)
         max_tokens, _ = max_tokens_for_chunks(prompt, chunks, target)
         specs.append({"prompt": prompt, "max_tokens": max_tokens, "chunk_target_chars": target})
     db = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)

@@ -44,6 +44,7 @@ import httpx
 import openai
 from temporalio.client import Client
 
+from bench.chats import long_prompt
 from bench.direct import StreamTimes, provider_client, provider_stream, worker_api
 from bench.figures import Figure, Report
 from bench.runner import run_benchmark
@@ -57,10 +58,7 @@ from common.contract import TERMINAL_EVENTS
 from common.settings import Settings
 from testing.chats import StartRefusedError, read_all_chunks, start_chat_retrying
 from testing.oracle import (
-    GATEWAY_MODEL,
-    GATEWAY_TEMPERATURE,
     expected_answer,
-    prompt_with_natural_length,
     unique_prompt,
 )
 from testing.sse import stream_events
@@ -102,10 +100,7 @@ PROBE_SPACING_S = 0.5
 def full_length_prompt(label: str) -> str:
     """A unique prompt whose answer runs to MAX_TOKENS (its natural end is later), so
     every chat and every direct stream streams the same 300 tokens."""
-    prompt, _ = prompt_with_natural_length(
-        label, GATEWAY_MODEL, at_least=MAX_TOKENS + 1, temperature=GATEWAY_TEMPERATURE
-    )
-    return prompt
+    return long_prompt(label, MAX_TOKENS + 1)[0]
 
 
 @dataclass
@@ -308,9 +303,7 @@ async def run_backlog(
     backlog = []
     expected_chunks = 0
     for i in range(chats):
-        prompt, reply = prompt_with_natural_length(
-            f"Backlog chat {i}", GATEWAY_MODEL, at_least=900, temperature=GATEWAY_TEMPERATURE
-        )
+        prompt, reply = long_prompt(f"Backlog chat {i}", 900)
         backlog.append(DurableRun(prompt, BACKLOG_TOKENS, deadline_s=deadline_s))
         expected_chunks += len(
             split_into_chunks("".join(reply.tokens), Settings().chunk_target_chars)
