@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test test-real lint bench chaos load clean venv venv-local browser lock
+.PHONY: up test test-real lint bench chaos load clean venv venv-local browser js-client lock
 
 # The install is locked: requirements/*.txt pin every package (kept by `make lock`);
 # the project itself is installed on top without resolving anything again.
@@ -48,12 +48,24 @@ browser:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+## js-client: the official openai JavaScript SDK (tests/openai_js, locked by its
+## package-lock.json), run with the machine's Node.js as a second client of /v1
+JS_CLIENT := tests/openai_js
+js-client: $(JS_CLIENT)/node_modules/.installed
+
+$(JS_CLIENT)/node_modules/.installed: $(JS_CLIENT)/package.json $(JS_CLIENT)/package-lock.json
+	@command -v npm >/dev/null || { \
+	  echo "installing Debian's nodejs and npm for the JavaScript SDK tests"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	cd $(JS_CLIENT) && npm ci --no-audit --no-fund --silent
+	touch $@
+
 ## test: run the whole test suite against real servers
-test: venv browser
+test: venv browser js-client
 	$(BIN)/pytest
 
 ## test-real: the real-model tier (llama-server + Gemma 3 270M, tests/real_model/, docs/real-model.md)
-test-real: venv-local browser
+test-real: venv-local browser js-client
 	REAL_MODEL_TESTS=1 $(BIN)/pytest tests/real_model
 
 ## bench: every benchmark at full size, each beside its baseline (docs/benchmarks.md)

@@ -128,7 +128,7 @@ async def start_chat(
         generation_mode=settings.requested_generation_mode,
     )
     keyed = body.idempotency_key is not None
-    await _start_workflow(client, settings, request, workflow_id, keyed)
+    await start_workflow(client, settings, request, workflow_id, keyed)
     log.info("chat started", workflow_id=workflow_id, model=model, history_turns=len(history) // 2)
     return workflow_id
 
@@ -152,7 +152,7 @@ async def retry_chat(client: Client, store: ChatStore, settings: Settings, workf
     request.retry_of = workflow_id
     request.generation_mode = settings.requested_generation_mode
     retry_id = f"chat-{uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f'retry:{workflow_id}')}"
-    await _start_workflow(client, settings, request, retry_id, keyed=True)
+    await start_workflow(client, settings, request, retry_id, keyed=True)
     log.info("failed chat retried", workflow_id=retry_id, retry_of=workflow_id)
     return retry_id
 
@@ -172,7 +172,7 @@ async def _original_request(client: Client, workflow_id: str) -> ChatRequest:
     return request
 
 
-async def _start_workflow(
+async def start_workflow(
     client: Client, settings: Settings, request: ChatRequest, workflow_id: str, keyed: bool
 ) -> None:
     """Start the chat's workflow; with `keyed`, an existing one of that id is kept."""
@@ -264,7 +264,7 @@ async def chat_status(
             source="temporal",
             temporal_ui_url=temporal_ui_link(settings, workflow_id),
         )
-    return _status_from_row(settings, row, status_name)
+    return status_from_row(settings, row, status_name)
 
 
 def _record_lags(description: WorkflowExecutionDescription, row: GenerationRow | None) -> bool:
@@ -297,7 +297,7 @@ def _status_from_close(
             temporal_ui_url=temporal_ui_link(settings, workflow_id),
             **closed,
         )
-    return _status_from_row(settings, row, None).model_copy(update=closed)
+    return status_from_row(settings, row, None).model_copy(update=closed)
 
 
 async def request_reconcile(client: Client, settings: Settings, workflow_id: str) -> None:
@@ -411,10 +411,10 @@ def _status_from_progress(
         return ChatStatus(
             workflow_id=workflow_id, temporal_ui_url=temporal_ui_link(settings, workflow_id), **live
         )
-    return _status_from_row(settings, row, "running").model_copy(update=live)
+    return status_from_row(settings, row, "running").model_copy(update=live)
 
 
-def _status_from_row(
+def status_from_row(
     settings: Settings, row: GenerationRow, temporal_status: str | None
 ) -> ChatStatus:
     total = row.total_chunks

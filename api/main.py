@@ -14,10 +14,17 @@ from api.auth import load_api_keys
 from api.errors import install_error_handlers
 from api.events import ChatEventHub
 from api.metrics import install_metrics
-from api.routes import events, health, stats, workflows
+from api.routes import chat_completions, events, health, responses, stats, workflows
 from common.log import configure_logging
 from common.settings import Settings, get_settings
-from storage import AnswerCacheStore, ChatStore, LimitsStore, create_pool, wait_for_schema
+from storage import (
+    AnswerCacheStore,
+    ChatStore,
+    LimitsStore,
+    ResponseStore,
+    create_pool,
+    wait_for_schema,
+)
 
 log = structlog.get_logger("gateway")
 
@@ -51,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = ChatStore(pool)
         app.state.answer_cache = AnswerCacheStore(pool)
         app.state.limits = LimitsStore(pool)
+        app.state.responses = ResponseStore(pool)
         app.state.hub = ChatEventHub(settings.database_url)
         app.state.schema_ready = False
         app.state.listening = None
@@ -87,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(workflows.router)
     app.include_router(events.router)
     app.include_router(stats.router)
+    app.include_router(responses.router)
+    app.include_router(chat_completions.router)
     return app
 
 

@@ -7,6 +7,7 @@ Hierarchy::
     │   └── InvalidPromptError       the prompt cannot be answered; never retried
     ├── ChatNotFoundError            unknown workflow id (or not the caller's)
     ├── ChatNotRetryableError        retry asked of a chat that did not fail, or cannot (409)
+    ├── RequestConflictError         the request conflicts with what exists (409)
     ├── NotAuthenticatedError        no valid API key (401)
     ├── RateLimitedError             too many requests or chats for this user (429)
     └── DependencyUnavailableError   Temporal or PostgreSQL cannot be reached now
@@ -24,7 +25,13 @@ class DurableChatError(Exception):
 
 
 class InvalidRequestError(DurableChatError):
-    """The request is malformed in a way the caller can fix; the message says how."""
+    """The request is malformed in a way the caller can fix; the message says how.
+    `param` names the offending field where one does (OpenAI's error shape has it)."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
 
 
 class InvalidPromptError(InvalidRequestError):
@@ -34,9 +41,25 @@ class InvalidPromptError(InvalidRequestError):
 class ChatNotFoundError(DurableChatError):
     """No chat with this workflow id is visible to the caller."""
 
+    def __init__(
+        self, workflow_id: str, message: str | None = None, code: str = "not_found"
+    ) -> None:
+        super().__init__(workflow_id)
+        self.message = message or f"No chat with id {workflow_id}."
+        self.code = code
+
 
 class ChatNotRetryableError(DurableChatError):
     """A retry was asked of a chat that is not failed, or whose failure a retry repeats."""
+
+
+class RequestConflictError(DurableChatError):
+    """The request conflicts with the state of what it names: an Idempotency-Key reused
+    with another body, a delete of a response that is still running."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class NotAuthenticatedError(DurableChatError):

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     # exchange (a MAX_PROMPT_CHARS prompt and a ~55,000-character MAX_TOKENS_LIMIT answer,
     # ~87,000) still fits: a smaller cap would send no history at all after one. 0: none.
     history_max_chars: int = Field(default=100_000, ge=0)
+    # /v1 (OpenAI-compatible API): a stored response (store=true) is kept this long,
+    # then deleted by the retention sweep (OpenAI keeps them 30 days); one created with
+    # store=false is deleted by the first sweep after it finished. The sweep runs every
+    # RESPONSES_SWEEP_INTERVAL_S (a Temporal Schedule; 0 turns it off).
+    responses_retention_days: float = Field(default=90.0, gt=0)
+    responses_sweep_interval_s: float = Field(default=300.0, ge=0)
     # Characters per checkpointed chunk (one save_chunk activity each). Each chunk costs
     # about 7 ms of Temporal server CPU and a workflow task whatever its size, and the
     # live text reaches viewers as deltas anyway: 480 (a short paragraph) rather than

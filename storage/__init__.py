@@ -10,6 +10,7 @@ from storage.limits import LimitsStore
 from storage.llm_calls import LlmCallStore, OpenCall
 from storage.migrate import MigrationError, apply_migrations, wait_for_schema
 from storage.pool import create_pool
+from storage.responses import ResponseRow, ResponseStore
 
 __all__ = [
     "EVENTS_CHANNEL",
@@ -24,6 +25,8 @@ __all__ = [
     "LlmCallStore",
     "MigrationError",
     "OpenCall",
+    "ResponseRow",
+    "ResponseStore",
     "Totals",
     "apply_migrations",
     "create_pool",
