@@ -37,6 +37,7 @@ from common.errors import (
 log = structlog.get_logger(__name__)
 
 V1_PREFIX = "/v1/"
+_NEVER_CONNECTED = "Failed client connect"
 
 
 class PromptTooLargeError(InvalidPromptError):
@@ -193,6 +194,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, RuntimeError) and str(exc).startswith(_NEVER_CONNECTED):
+            # The gateway's Temporal client is lazy; until its first connection succeeds
+            # the SDK raises a plain RuntimeError (no RPCError, no type to catch).
+            return _reply(
+                request,
+                503,
+                "Temporal is unavailable: the gateway cannot connect to it yet.",
+                type_="server_error",
+                code="service_unavailable",
+                headers={"Retry-After": "2"},
+                detail_extra={"unavailable": "Temporal"},
+            )
         log.exception("unhandled error", path=request.url.path)
         return _reply(
             request,

@@ -240,8 +240,12 @@ class LocalStack:
         worker.wait_until(lambda: "worker started" in worker.log_tail(400), timeout_s=60)
         return worker
 
-    def start_extra_gateway(self, extra_env: dict[str, str]) -> tuple[ManagedProcess, str]:
-        """Another gateway on the same stack, with its own settings (e.g. limits)."""
+    def start_extra_gateway(
+        self, extra_env: dict[str, str], ready_path: str = "/readyz"
+    ) -> tuple[ManagedProcess, str]:
+        """Another gateway on the same stack, with its own settings (e.g. limits); it is
+        waited for until `ready_path` answers (`/healthz` for one whose dependencies are
+        meant to be missing)."""
         port = free_port()
         gateway = self._spawn(
             "gateway-extra",
@@ -249,7 +253,7 @@ class LocalStack:
             {**self.env(), "GATEWAY_PORT": str(port), **extra_env},
         )
         url = f"http://127.0.0.1:{port}"
-        gateway.wait_until(lambda: http_ok(f"{url}/readyz"), timeout_s=60)
+        gateway.wait_until(lambda: http_ok(f"{url}{ready_path}"), timeout_s=60)
         return gateway, url
 
     def start_gateway(self) -> None:

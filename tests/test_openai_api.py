@@ -18,11 +18,12 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response
 from temporalio.client import Client
 
+from api.v1.objects import workflow_id_of
 from testing.chats import generations_for, wait_for
 from testing.keys import TEST_API_KEYS
 from testing.oracle import expected_answer, expected_reply, prompt_ending, unique_prompt
 from testing.simulator import simulator_pace
-from testing.stack import LocalStack
+from testing.stack import LocalStack, free_port
 from testing.workers import worker_process
 from tests.simulator_support import responses_event_types, strict, strict_event
 
@@ -413,6 +414,38 @@ def test_rate_limit_is_a_429_with_retry_after(fleet: LocalStack) -> None:
         assert limited.value.code == "rate_limit_exceeded"
     finally:
         process.stop()
+
+
+def test_temporal_down_is_a_503_the_sdk_retries(fleet: LocalStack) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    process, url = fleet.start_extra_gateway({"TEMPORAL_ADDRESS": closed}, ready_path="/healthz")
+    try:
+        with _sync(url) as client:
+            with pytest.raises(openai.InternalServerError) as unavailable:
+                client.responses.create(model=MODEL, input=unique_prompt("down"), background=True)
+        assert unavailable.value.status_code == 503
+        assert unavailable.value.response.headers["retry-after"] == "2"
+        assert unavailable.value.body["type"] == "server_error"  # type: ignore[index]
+    finally:
+        process.stop()
+
+
+async def test_answer_cache_and_single_flight_apply_to_v1(
+    asdk: openai.AsyncOpenAI, simulator: httpx.AsyncClient, gateway: httpx.AsyncClient
+) -> None:
+    prompt = prompt_ending("stop", 300, "Asked twice at once")
+    async with simulator_pace(simulator, 300):
+        one, two = await asyncio.gather(
+            *(asdk.responses.create(model=MODEL, input=prompt, max_output_tokens=300) for _ in "12")
+        )
+    three = await asdk.responses.create(model=MODEL, input=prompt, max_output_tokens=300)
+    assert one.output_text == two.output_text == three.output_text == expected_answer(prompt, 300)
+    assert len({one.id, two.id, three.id}) == 3
+    # One LLM call answered all three: single flight, then the cache.
+    assert await generations_for(simulator, prompt) == {"started": 1, "completed": 1}
+    workflow_id = workflow_id_of(three.id)
+    status = (await gateway.get(f"/api/workflows/{workflow_id}/status")).json()
+    assert status["cache_hit"] is True and status["cost_usd"] == 0.0
 
 
 def test_store_false_is_not_retrievable(sdk: openai.OpenAI) -> None:
