@@ -29,6 +29,7 @@ from activities.checkpoints import CheckpointActivities
 from activities.generation import GenerationActivities
 from activities.provider import ProviderLimits
 from activities.reconcile import ReconcileActivities, ensure_reconcile_schedule
+from activities.retention import RetentionActivities, ensure_retention_schedule
 from activities.validation import validate_prompt
 from common.closes import current_run_id, run_state
 from common.contract import (
@@ -42,9 +43,17 @@ from common.log import configure_logging
 from common.pricing import DEFAULT_PRICES
 from common.settings import get_settings
 from common.temporal import connect_temporal
-from storage import AnswerCacheStore, ChatStore, LlmCallStore, create_pool, wait_for_schema
+from storage import (
+    AnswerCacheStore,
+    ChatStore,
+    LlmCallStore,
+    ResponseStore,
+    create_pool,
+    wait_for_schema,
+)
 from workflows.chat import ChatStreamingWorkflow
 from workflows.reconcile import ReconcileChatsWorkflow
+from workflows.retention import PurgeExpiredResponsesWorkflow
 
 log = structlog.get_logger("worker")
 
@@ -136,6 +145,7 @@ async def run_worker(index: int = 1) -> None:
     reconcile = ReconcileActivities(
         client, chats, AnswerCacheStore(pool), LlmCallStore(pool), prices, llm
     )
+    retention = RetentionActivities(ResponseStore(pool))
     generation = GenerationActivities(
         llm,
         chats,
@@ -151,7 +161,7 @@ async def run_worker(index: int = 1) -> None:
     worker = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ChatStreamingWorkflow, ReconcileChatsWorkflow],
+        workflows=[ChatStreamingWorkflow, ReconcileChatsWorkflow, PurgeExpiredResponsesWorkflow],
         activities=[
             validate_prompt,
             generation.generate_full_text,
@@ -161,6 +171,7 @@ async def run_worker(index: int = 1) -> None:
             cache.remember_answer,
             cache.release_answer_claim,
             reconcile.reconcile_chats,
+            retention.purge_expired_responses,
         ],
         identity=identity,
         interceptors=[_BindActivityContext(identity)],
@@ -173,6 +184,10 @@ async def run_worker(index: int = 1) -> None:
 
     if settings.reconcile_interval_s > 0:
         await ensure_reconcile_schedule(client, settings.task_queue, settings.reconcile_interval_s)
+    if settings.responses_sweep_interval_s > 0:
+        await ensure_retention_schedule(
+            client, settings.task_queue, settings.responses_sweep_interval_s
+        )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,26 +11,14 @@ already closed is left as it is.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 import structlog
 from openai import AsyncOpenAI, OpenAIError
 from temporalio import activity
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
-)
-from temporalio.service import RPCError
+from temporalio.client import Client
 
 from activities.billing import CallLedger
+from activities.schedules import ensure_interval_schedule
 from common import metrics
 from common.closes import run_state
 from common.contract import RECONCILE_SCHEDULE_ID, RECONCILE_WORKFLOW
@@ -143,40 +131,14 @@ class ReconcileActivities:
 
 
 async def ensure_reconcile_schedule(client: Client, task_queue: str, every_s: float) -> None:
-    """Create (or keep up to date) the Schedule that runs ReconcileChatsWorkflow every
-    `every_s` seconds. Every worker calls it at start; the first one creates it."""
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow(
-            RECONCILE_WORKFLOW,
-            ReconcileRequest(),
-            id="reconcile-chats",
-            task_queue=task_queue,
-            execution_timeout=timedelta(minutes=15),
-            static_summary="Close the records of chats that ended without closing them",
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every_s))]),
-        # A pass due (or triggered) while one runs waits for it, once: a trigger after a
-        # repair-worthy event is never dropped, and passes never pile up.
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE),
+    """The Schedule that runs ReconcileChatsWorkflow every `every_s` seconds."""
+    await ensure_interval_schedule(
+        client,
+        SCHEDULE_ID,
+        workflow=RECONCILE_WORKFLOW,
+        arg=ReconcileRequest(),
+        workflow_id="reconcile-chats",
+        task_queue=task_queue,
+        every_s=every_s,
+        summary="Close the records of chats that ended without closing them",
     )
-    try:
-        await client.create_schedule(SCHEDULE_ID, schedule)
-        log.info("reconcile schedule created", schedule_id=SCHEDULE_ID, every_s=every_s)
-    except ScheduleAlreadyRunningError:
-
-        def same_queue(update: ScheduleUpdateInput) -> ScheduleUpdate | None:
-            """Keep the schedule's state (paused or not); and leave it alone entirely
-            when it starts its passes on another task queue: a worker of another queue
-            (a canary, a test's own worker) must not take the passes away from the fleet
-            that polls it."""
-            action = update.description.schedule.action
-            if isinstance(action, ScheduleActionStartWorkflow) and action.task_queue != task_queue:
-                log.info("reconcile schedule kept", starts_on=action.task_queue)
-                return None
-            schedule.state = update.description.schedule.state
-            return ScheduleUpdate(schedule=schedule)
-
-        try:
-            await client.get_schedule_handle(SCHEDULE_ID).update(same_queue)
-        except RPCError as err:  # another worker updated it at the same moment
-            log.info("reconcile schedule not updated", error=str(err))

@@ -17,6 +17,8 @@ CHAT_WORKFLOW = "ChatStreamingWorkflow"
 RECONCILE_WORKFLOW = "ReconcileChatsWorkflow"
 PROGRESS_QUERY = "progress"
 RECONCILE_SCHEDULE_ID = "durable-chat-reconcile"
+RETENTION_WORKFLOW = "PurgeExpiredResponsesWorkflow"
+RETENTION_SCHEDULE_ID = "durable-chat-responses-retention"
 # The SSE event types that end a chat's stream (`GET /api/workflows/{id}/events`): the
 # chat's own ends, and those the reconciler writes after an operator's terminate or a
 # timeout. The UI, a client of the HTTP API only, knows them from the API's docs.

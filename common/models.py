@@ -280,3 +280,17 @@ class ReconcileReport:
     claims_released: int = 0
     failed: list[str] = field(default_factory=list)
     """Chats that could not be checked this time (the next pass tries again)."""
+
+
+@dataclass
+class PurgeRequest:
+    """One retention pass over /v1 responses: delete those past their expiry (and whose
+    chat has finished), `batch` at a time, at most `limit` in this pass."""
+
+    batch: int = 200
+    limit: int = 10_000
+
+
+@dataclass
+class PurgeReport:
+    deleted: int = 0

@@ -7,6 +7,7 @@ can only restart."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,13 +20,16 @@ from openai.types.responses import Response
 from temporalio.client import Client
 
 from api.v1.objects import workflow_id_of
+from common.models import PurgeReport, PurgeRequest
 from testing.chats import generations_for, wait_for
 from testing.keys import TEST_API_KEYS
 from testing.oracle import expected_answer, expected_reply, prompt_ending, unique_prompt
 from testing.simulator import simulator_pace
 from testing.stack import LocalStack, free_port
 from testing.workers import worker_process
+from tests.helpers import keep_history
 from tests.simulator_support import responses_event_types, strict, strict_event
+from workflows.retention import PurgeExpiredResponsesWorkflow
 
 MODEL = "simulator"
 
@@ -192,6 +196,7 @@ async def test_async_sdk_resumes_after_kill_9_of_the_generating_worker(
     assert text == expected_answer(prompt, max_tokens)
     # The generation was resumed, not restarted: the provider ran it once.
     assert await generations_for(simulator, prompt) == {"started": 1, "completed": 1}
+    await keep_history(handle, "openai-api-worker-killed-mid-generation")
 
 
 async def test_stream_survives_a_gateway_crash_and_resumes_on_a_new_gateway(
@@ -496,3 +501,55 @@ async def test_restart_mode_streams_only_text_that_stays(
     )
     assert resets >= 1
     assert (await generations_for(simulator, prompt))["started"] == 2
+
+
+async def _purge_pass(temporal_client: Client) -> PurgeReport:
+    """One retention pass, as the schedule starts it."""
+    handle = await temporal_client.start_workflow(
+        PurgeExpiredResponsesWorkflow.run,
+        PurgeRequest(),
+        id=f"purge-test-{uuid.uuid4()}",
+        task_queue="chat-queue",
+    )
+    report: PurgeReport = await handle.result()
+    await keep_history(handle, "retention-pass")
+    return report
+
+
+async def test_retention_deletes_expired_responses_and_keeps_their_cost(
+    fleet: LocalStack, temporal_client: Client, db: Any, gateway: httpx.AsyncClient
+) -> None:
+    # A retention of 0.4 s, and store=false: both are expired once they are finished.
+    process, url = fleet.start_extra_gateway({"RESPONSES_RETENTION_DAYS": str(0.4 / 86_400)})
+    try:
+        async with _async(url) as client:
+            kept = await client.responses.create(
+                model=MODEL, input=unique_prompt("Expires"), max_output_tokens=30
+            )
+            unstored = await client.responses.create(
+                model=MODEL, input=unique_prompt("Not stored"), max_output_tokens=30, store=False
+            )
+            assert kept.status == unstored.status == "incomplete"
+            await asyncio.sleep(0.5)
+            report = await _purge_pass(temporal_client)
+            assert report.deleted >= 2
+            with pytest.raises(openai.NotFoundError):
+                await client.responses.retrieve(kept.id)
+    finally:
+        process.stop()
+    for response_id in (kept.id, unstored.id):
+        workflow_id = workflow_id_of(response_id)
+        texts = await db.fetchval(
+            "SELECT (SELECT count(*) FROM chunks WHERE workflow_id = $1)"
+            " + (SELECT count(*) FROM chat_events WHERE workflow_id = $1)"
+            " + (SELECT count(*) FROM responses WHERE workflow_id = $1)",
+            workflow_id,
+        )
+        assert texts == 0
+        assert (
+            await db.fetchval("SELECT prompt FROM generations WHERE workflow_id = $1", workflow_id)
+            == ""
+        )
+        # The cost record stays: the chat's calls are still counted.
+        status = (await gateway.get(f"/api/workflows/{workflow_id}/status")).json()
+        assert status["llm_calls"] == 1 and status["cost_usd"] is not None

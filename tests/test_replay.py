@@ -20,6 +20,7 @@ from testing.simulator import simulator_pace
 from tests.helpers import HISTORIES_DIR, keep_history
 from workflows.chat import ChatStreamingWorkflow
 from workflows.reconcile import ReconcileChatsWorkflow
+from workflows.retention import PurgeExpiredResponsesWorkflow
 
 
 async def _replay(histories: list[WorkflowHistory]) -> None:
@@ -27,7 +28,9 @@ async def _replay(histories: list[WorkflowHistory]) -> None:
         for history in histories:
             yield history
 
-    replayer = Replayer(workflows=[ChatStreamingWorkflow, ReconcileChatsWorkflow])
+    replayer = Replayer(
+        workflows=[ChatStreamingWorkflow, ReconcileChatsWorkflow, PurgeExpiredResponsesWorkflow]
+    )
     results = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
     failures = {run_id: str(err) for run_id, err in results.replay_failures.items()}
     assert failures == {}
