@@ -25,7 +25,7 @@ from testing.chats import generations_for, wait_for
 from testing.keys import TEST_API_KEYS
 from testing.oracle import expected_answer, expected_reply, prompt_ending, unique_prompt
 from testing.simulator import simulator_pace
-from testing.stack import LocalStack, free_port
+from testing.stack import ROOT, LocalStack, free_port
 from testing.workers import worker_process
 from tests.helpers import keep_history
 from tests.simulator_support import responses_event_types, strict, strict_event
@@ -553,3 +553,13 @@ async def test_retention_deletes_expired_responses_and_keeps_their_cost(
         # The cost record stays: the chat's calls are still counted.
         status = (await gateway.get(f"/api/workflows/{workflow_id}/status")).json()
         assert status["llm_calls"] == 1 and status["cost_usd"] is not None
+
+
+def test_the_readme_example_runs(fleet: LocalStack, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- v1-example")[1].split("```python\n")[1].split("```")[0]
+    code = block.replace("http://localhost:8000", fleet.gateway_url)
+    exec(compile(code, "README.md", "exec"), {"KEY": TEST_API_KEYS["tester"]})
+    printed = capsys.readouterr().out.split()
+    assert "response.output_text.delta" in printed
+    assert printed[-1] in ("response.completed", "response.incomplete")
