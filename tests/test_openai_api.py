@@ -87,9 +87,16 @@ def _check_stream(events: list[Any], *, background: bool, end: str) -> str:
 
 def test_create_retrieve_and_models_are_the_sdk_types(sdk: openai.OpenAI) -> None:
     prompt = prompt_ending("stop", 300, "A short answer")
-    response = sdk.responses.create(model=MODEL, input=prompt, max_output_tokens=300)
+    response = sdk.responses.create(
+        model=MODEL,
+        input=prompt,
+        max_output_tokens=300,
+        metadata={"ticket": "42"},
+        text={"format": {"type": "text"}, "verbosity": "low"},
+    )
     strict(Response, _raw(response))
     assert response.status == "completed" and response.error is None
+    assert response.metadata == {"ticket": "42"}
     assert response.output_text == expected_answer(prompt, 300)
     assert response.usage is not None and response.usage.output_tokens > 0
     again = sdk.responses.retrieve(response.id)

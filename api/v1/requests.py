@@ -25,7 +25,14 @@ _SYSTEM_ROLES = ("system", "developer")
 _TEXT_PARTS = {"input_text", "output_text", "text"}
 #: Parameters accepted and ignored: they change nothing a text answer depends on.
 _IGNORED = frozenset(
-    {"user", "prompt_cache_key", "safety_identifier", "parallel_tool_calls", "service_tier"}
+    {
+        "user",
+        "prompt_cache_key",
+        "safety_identifier",
+        "parallel_tool_calls",
+        "service_tier",
+        "stream_options",  # Responses: include_obfuscation, which nothing here adds
+    }
 )
 
 
@@ -33,6 +40,12 @@ def _neutral(name: str, value: Any) -> bool:
     """Whether an optional parameter holds the value that means 'not used'."""
     if value is None or name in _IGNORED:
         return True
+    if name == "text" and isinstance(value, dict):
+        # Plain text, with or without a verbosity hint (a hint changes no protocol).
+        return set(value) <= {"format", "verbosity"} and value.get("format") in (
+            None,
+            {"type": "text"},
+        )
     neutral: dict[str, tuple[Any, ...]] = {
         "top_p": (1, 1.0),
         "n": (1,),
@@ -44,7 +57,6 @@ def _neutral(name: str, value: Any) -> bool:
         "modalities": (["text"],),
         "logprobs": (False,),
         "stream_options": (),
-        "text": ({"format": {"type": "text"}}, {}),
         "response_format": ({"type": "text"},),
         "reasoning": ({},),
         "frequency_penalty": (0, 0.0),
