@@ -187,3 +187,39 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     429: _error("Over a per-user limit; see Retry-After."),
     503: _error("Temporal or PostgreSQL unavailable; see Retry-After."),
 }
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error object (`openai.types.shared.ErrorObject`)."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIErrorBody(BaseModel):
+    """Every error under /v1: OpenAI's shape, which the openai SDKs parse."""
+
+    error: OpenAIError
+
+
+def _v1_error(description: str) -> dict[str, object]:
+    return {"model": OpenAIErrorBody, "description": description}
+
+
+V1_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: _v1_error("Malformed or unsupported request (param names the field)."),
+    401: _v1_error("No valid API key."),
+    404: _v1_error("No such response (or not yours), model or URL."),
+    409: _v1_error("Idempotency-Key reused with another body; delete of a running response."),
+    429: _v1_error("Over a per-user limit; see Retry-After."),
+    503: _v1_error("Temporal or PostgreSQL unavailable; see Retry-After."),
+}
+#: A 200 that is a JSON object, or with `stream=true` a Server-Sent Events stream.
+JSON_OR_SSE: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "The object, or with stream=true its event stream.",
+        "content": {"application/json": {}, "text/event-stream": {}},
+    }
+}

@@ -9,6 +9,9 @@ request (same length and settings, another prompt) through the same API as the
 workers (Responses API in background mode when the generation mode is `resume`, chat
 completions otherwise).
 Goal: at most 150 ms more than the baseline (median of the per-pair differences).
+Also measured, interleaved with both: the same through the OpenAI-compatible API, the
+official openai SDK calling the gateway's `/v1/responses` with `stream=true`, from the
+create call to the first `response.output_text.delta` (docs/openai-api.md).
 
     .venv/bin/python -m bench.ttft --size full
 """
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import openai
 
 from bench.direct import provider_client, provider_stream, worker_api
 from bench.figures import Figure, Report
@@ -31,6 +35,7 @@ from bench.stats import percentile_ms, summary
 from bench.timing import first_token_breakdown
 from common.contract import TERMINAL_EVENTS
 from testing.chats import start_chat
+from testing.keys import TEST_API_KEYS
 from testing.oracle import unique_prompt
 from testing.sse import StreamEvent, stream_events
 from testing.stack import LocalStack
@@ -79,13 +84,34 @@ async def gateway_ttft(gateway: httpx.AsyncClient, prompt: str) -> GatewayRun:
     )
 
 
+async def v1_ttft(client: openai.AsyncOpenAI, prompt: str) -> float:
+    """Seconds from `responses.create(stream=True)` being called to the first text
+    delta, through /v1 (read on to the end, as gateway_ttft does)."""
+    sent = time.perf_counter()
+    first: float | None = None
+    async with asyncio.timeout(CHAT_DEADLINE_S):
+        stream = await client.responses.create(
+            model="simulator", input=prompt, max_output_tokens=MAX_TOKENS, stream=True
+        )
+        async for event in stream:
+            if first is None and event.type == "response.output_text.delta" and event.delta:
+                first = time.perf_counter()
+    if first is None:
+        raise RuntimeError(f"no text delta on the /v1 stream of {prompt!r}")
+    return first - sent
+
+
 async def measure(stack: LocalStack, size: str) -> Report:
     reps, warmup = SIZES[size]["reps"], SIZES[size]["warmup"]
     llm = provider_client(stack.simulator_url, timeout_s=30)
     api = worker_api()
     sim: list[float] = []
     runs: list[GatewayRun] = []
-    async with gateway_client(stack) as gateway:
+    v1: list[float] = []
+    sdk = openai.AsyncOpenAI(
+        base_url=f"{stack.gateway_url}/v1", api_key=TEST_API_KEYS["tester"], max_retries=0
+    )
+    async with gateway_client(stack) as gateway, sdk:
         for i in range(warmup + reps):
             # Interleaved, alternating which goes first, so drift hits both alike.
             # Distinct prompts: a request identical to one just made could be served by
@@ -98,13 +124,15 @@ async def measure(stack: LocalStack, size: str) -> Report:
             else:
                 run = await gateway_ttft(gateway, prompt)
                 s = (await provider_stream(llm, direct, MAX_TOKENS, api)).first_s
+            through_v1 = await v1_ttft(sdk, unique_prompt(f"Time to first token, /v1, {i}"))
             if i < warmup:
                 continue
             sim.append(s)
             runs.append(run)
+            v1.append(through_v1)
             log(
                 f"  rep {i - warmup + 1}/{reps}: simulator {s * 1000:.0f} ms, "
-                f"gateway {run.from_sent * 1000:.0f} ms"
+                f"gateway {run.from_sent * 1000:.0f} ms, /v1 {through_v1 * 1000:.0f} ms"
             )
     await llm.close()
     from_sent = [r.from_sent for r in runs]
@@ -150,6 +178,15 @@ async def measure(stack: LocalStack, size: str) -> Report:
             over_p95 <= GOAL_MS,
         ),
         Figure(
+            "TTFT through /v1 (openai SDK, responses.create(stream=True)), p50",
+            percentile_ms(v1, 50),
+            percentile_ms(sim, 50),
+            "ms",
+            "≤ baseline + 150 ms",
+            percentile_ms(v1, 50) - percentile_ms(sim, 50) <= GOAL_MS,
+            "simulator's own TTFT, p50",
+        ),
+        Figure(
             "added, p50, counted from the POST's return",
             percentile_ms(overhead_returned, 50),
             0.0,
@@ -165,11 +202,13 @@ async def measure(stack: LocalStack, size: str) -> Report:
         "gateway_ttft_from_post_sent_ms": summary(from_sent, 1000),
         "gateway_ttft_from_post_returned_ms": summary(from_returned, 1000),
         "overhead_ms": summary(overhead, 1000),
+        "v1_ttft_ms": summary(v1, 1000),
         "overhead_from_post_returned_ms": summary(overhead_returned, 1000),
         "breakdown_ms": await first_token_breakdown(stack, runs),
         "raw_ms": {
             "simulator": [round(x * 1000, 1) for x in sim],
             "gateway_from_post_sent": [round(x * 1000, 1) for x in from_sent],
+            "v1": [round(x * 1000, 1) for x in v1],
         },
     }
     return Report(

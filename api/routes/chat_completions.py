@@ -19,6 +19,7 @@ from sse_starlette import EventSourceResponse
 from api.auth import CurrentUser
 from api.errors import openai_error_body
 from api.routes.responses import IdempotencyKey, v1_of
+from api.schemas import JSON_OR_SSE, V1_ERROR_RESPONSES
 from api.v1 import service
 from api.v1.objects import (
     chat_completion,
@@ -41,7 +42,7 @@ from api.v1.stream import Ended, TextDelta
 from common.errors import ChatNotFoundError, InvalidRequestError
 from storage import ResponseRow
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=V1_ERROR_RESPONSES)
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -80,7 +81,7 @@ def _asked(request: Request, body: ChatCompletionBody) -> Asked:
     )
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses=JSON_OR_SSE)
 async def create_chat_completion(
     body: ChatCompletionBody,
     request: Request,

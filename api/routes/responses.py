@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from api.auth import CurrentUser
+from api.schemas import JSON_OR_SSE, V1_ERROR_RESPONSES
 from api.v1 import service
 from api.v1.objects import deleted_object, response_object
 from api.v1.requests import (
@@ -32,7 +33,7 @@ from common.errors import InvalidRequestError
 from common.models import Turn
 from storage import ResponseRow
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=V1_ERROR_RESPONSES)
 
 ResponseId = Annotated[str, Path(max_length=200)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
@@ -104,7 +105,7 @@ async def _asked(v1: service.V1, user: str, body: ResponseCreateBody) -> Asked:
     )
 
 
-@router.post("/responses", response_model=None)
+@router.post("/responses", response_model=None, responses=JSON_OR_SSE)
 async def create_response(
     body: ResponseCreateBody,
     request: Request,
@@ -135,7 +136,7 @@ async def create_response(
     return JSONResponse(await service.final_object(v1, row), headers=headers)
 
 
-@router.get("/responses/{response_id}", response_model=None)
+@router.get("/responses/{response_id}", response_model=None, responses=JSON_OR_SSE)
 async def retrieve_response(
     response_id: ResponseId,
     request: Request,
