@@ -40,7 +40,6 @@ from common.contract import (
 )
 from common.llm import ResumeUnsupportedError, build_llm_client, decide_generation_mode
 from common.log import configure_logging
-from common.pricing import DEFAULT_PRICES
 from common.settings import get_settings
 from common.temporal import connect_temporal
 from storage import (
@@ -130,7 +129,7 @@ async def run_worker(index: int = 1) -> None:
         endpoint=settings.llm_base_url or "OpenAI",
     )
 
-    prices = {**DEFAULT_PRICES, **settings.llm_prices}
+    prices = settings.prices
 
     async def current_run(workflow_id: str) -> str | None:
         return await current_run_id(client, workflow_id)
@@ -223,6 +222,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     configure_logging("worker", worker=worker_identity())
+    try:
+        get_settings().check_models()
+    except ValueError as err:  # a configuration a person must fix: say so, exit 2
+        log.error("worker cannot start", error=str(err))
+        raise SystemExit(2) from err
     asyncio.run(run_worker(args.index))
 
 

@@ -38,6 +38,7 @@ from common.errors import (
     ChatNotFoundError,
     ChatNotRetryableError,
     DependencyUnavailableError,
+    ModelNotAllowedError,
     RateLimitedError,
 )
 from common.history import recent_turns
@@ -66,6 +67,21 @@ _STATUS_NAMES = {
     WorkflowExecutionStatus.CONTINUED_AS_NEW: "continued_as_new",
     WorkflowExecutionStatus.TIMED_OUT: "timed_out",
 }
+
+
+def check_model(settings: Settings, model: str | None) -> str:
+    """The model to use: `model`, or the default; one outside ALLOWED_MODELS is a 422
+    that lists the allowed ones."""
+    chosen = model or settings.effective_model
+    allowed = settings.model_allowlist
+    if chosen not in allowed:
+        raise ModelNotAllowedError(
+            f"The model {chosen[:80]!r} is not allowed on this deployment; allowed: "
+            f"{', '.join(allowed)}.",
+            param="model",
+            code="model_not_found",
+        )
+    return chosen
 
 
 def workflow_id_for(user_id: str, idempotency_key: str | None) -> str:
@@ -110,7 +126,7 @@ async def start_chat(
                 turns_kept=len(history),
                 history_max_chars=settings.history_max_chars,
             )
-    model = body.model or settings.effective_model
+    model = check_model(settings, body.model)
     request = ChatRequest(
         prompt=body.prompt,
         conversation_id=body.conversation_id,

@@ -29,6 +29,7 @@ from common.errors import (
     DependencyUnavailableError,
     InvalidPromptError,
     InvalidRequestError,
+    ModelNotAllowedError,
     NotAuthenticatedError,
     RateLimitedError,
     RequestConflictError,
@@ -101,7 +102,9 @@ def install_error_handlers(app: FastAPI) -> None:
             type_="invalid_request_error",
             code=exc.code,
             param=exc.param,
-            v1_status=400,
+            # OpenAI answers a malformed request 400; a model this deployment does not
+            # allow is 422 everywhere (the SDKs raise UnprocessableEntityError).
+            v1_status=422 if isinstance(exc, ModelNotAllowedError) else 400,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -47,6 +47,7 @@ async def _wait_for_schema(app: FastAPI, dsn: str) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    settings.check_models()  # an allowed model without a price: refuse to start
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,8 +106,13 @@ def main() -> None:
 
     configure_logging("gateway")
     settings = get_settings()
+    try:
+        app = create_app(settings)
+    except ValueError as err:  # a configuration a person must fix: say so, exit 2
+        log.error("gateway cannot start", error=str(err))
+        raise SystemExit(2) from err
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.gateway_host,
         port=settings.gateway_port,
         log_config=None,

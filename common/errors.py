@@ -4,6 +4,7 @@ Hierarchy::
 
     DurableChatError                 base of everything raised on purpose
     ├── InvalidRequestError          a malformed request the caller can fix (422)
+    │   ├── ModelNotAllowedError     a model outside ALLOWED_MODELS (422 on /api and /v1)
     │   └── InvalidPromptError       the prompt cannot be answered; never retried
     ├── ChatNotFoundError            unknown workflow id (or not the caller's)
     ├── ChatNotRetryableError        retry asked of a chat that did not fail, or cannot (409)
@@ -32,6 +33,10 @@ class InvalidRequestError(DurableChatError):
         super().__init__(message)
         self.param = param
         self.code = code
+
+
+class ModelNotAllowedError(InvalidRequestError):
+    """The request names a model outside ALLOWED_MODELS (422, on every API)."""
 
 
 class InvalidPromptError(InvalidRequestError):

@@ -15,8 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from common.models import GenerationMode
-from common.pricing import DEFAULT_PRICES, ModelPrice
+from common.models import GenerationMode, Usage
+from common.pricing import DEFAULT_PRICES, ModelPrice, estimate_cost_usd
 
 TASK_QUEUE = "chat-queue"
 
@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     llm_model: str = "gpt-4o-mini"
+    # The models a request may name (comma-separated); empty: the configured model
+    # (LLM_MODEL with a provider, `simulator` without one). Every one must have a price.
+    allowed_models: str = ""
     simulator_url: str = "http://127.0.0.1:8300/v1"
     # auto: each worker probes its endpoint at start (a background response, then a
     # retrieve by id) and uses resume where that works, restart where it does not
@@ -145,6 +148,35 @@ class Settings(BaseSettings):
     def effective_model(self) -> str:
         """The model name sent to the provider when a request names none."""
         return "simulator" if self.uses_simulator else self.llm_model
+
+    @property
+    def model_allowlist(self) -> list[str]:
+        """ALLOWED_MODELS, or the configured model; the default model always first."""
+        named = [m.strip() for m in self.allowed_models.split(",") if m.strip()]
+        return list(dict.fromkeys(named or [self.effective_model]))
+
+    @property
+    def prices(self) -> dict[str, ModelPrice]:
+        """The price table: the built-in one, overridden and extended by LLM_PRICES."""
+        return {**DEFAULT_PRICES, **self.llm_prices}
+
+    def check_models(self) -> None:
+        """Refuse to start when an allowed model has no price (its cost could not be
+        counted) or the default model is not allowed."""
+        unpriced = [
+            m for m in self.model_allowlist if estimate_cost_usd(m, Usage(), self.prices) is None
+        ]
+        if unpriced:
+            raise ValueError(
+                f"ALLOWED_MODELS has models without a price: {', '.join(unpriced)}. Add them "
+                'to LLM_PRICES (\'{"model": {"input": usd_per_1M, "output": usd_per_1M}}\') '
+                "or remove them from ALLOWED_MODELS."
+            )
+        if self.effective_model not in self.model_allowlist:
+            raise ValueError(
+                f"The default model {self.effective_model!r} is not in ALLOWED_MODELS "
+                f"({self.allowed_models}): requests that name no model would be refused."
+            )
 
 
 @lru_cache(maxsize=1)

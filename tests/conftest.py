@@ -21,6 +21,9 @@ SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "1000"}
 # chat after 8 s of retries, a stream quiet for 5 s is broken, a response queued for 3 s
 # is given up.
 APP_ENV = {
+    # A second allowed (and priced) model, for the tests of what a model change does.
+    "ALLOWED_MODELS": "simulator,other-model",
+    "LLM_PRICES": '{"other-model": {"input": 0.15, "output": 0.6}}',
     "LLM_OUTAGE_TOLERANCE_S": "8",
     "LLM_STREAM_IDLE_TIMEOUT_S": "5",
     "LLM_QUEUED_TIMEOUT_S": "3",

@@ -111,7 +111,7 @@ def test_create_retrieve_and_models_are_the_sdk_types(sdk: openai.OpenAI) -> Non
     assert incomplete.output_text == expected_answer(cut, 40)
 
     models = sdk.models.list()
-    assert [m.id for m in models.data] == [MODEL]
+    assert [m.id for m in models.data] == [MODEL, "other-model"]  # ALLOWED_MODELS
     strict(Model, _raw(models.data[0]))
     assert sdk.models.retrieve(MODEL).id == MODEL
 
@@ -378,9 +378,10 @@ def test_errors_have_openai_shape_and_sdk_classes(sdk: openai.OpenAI, fleet: Loc
         assert unknown.value.body["message"].startswith("No response with id")  # type: ignore[index]
         with pytest.raises(openai.NotFoundError):
             client.responses.retrieve("not-a-response-id")
-        with pytest.raises(openai.NotFoundError) as model:
+        with pytest.raises(openai.UnprocessableEntityError) as model:
             client.responses.create(model="gpt-unknown", input="hi")
-        assert model.value.code == "model_not_found"
+        assert model.value.code == "model_not_found" and model.value.param == "model"
+        assert "allowed: simulator, other-model" in model.value.message
         for kwargs, param in [
             ({"tools": [{"type": "web_search"}]}, "tools"),
             ({"text": {"format": {"type": "json_object"}}}, "text"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import sys
 import time
 from typing import Any
@@ -31,10 +32,11 @@ from testing.chats import (
     wait_for,
     wait_status,
 )
+from testing.keys import auth_headers
 from testing.oracle import expected_answer, expected_reply, prompt_ending, unique_prompt
 from testing.simulator import running_simulator, simulator_fault, simulator_pace
 from testing.sse import read_sse
-from testing.stack import LocalStack, ManagedProcess
+from testing.stack import ROOT, LocalStack, ManagedProcess
 from testing.workers import own_worker
 from tests.helpers import keep_history
 
@@ -292,15 +294,50 @@ async def test_an_outage_fails_after_the_tolerance_and_one_retry_answers(
     assert (await gateway.post(f"/api/workflows/{retry_id}/retry")).status_code == 409
 
 
-async def test_an_unpriced_model_is_unpriced_not_free(gateway) -> None:
-    before = (await gateway.get("/api/stats")).json()
-    workflow_id = await start_chat(
-        gateway, prompt=unique_prompt(), max_tokens=40, model="my-local-model"
+async def test_an_unpriced_model_is_unpriced_not_free(fleet: LocalStack) -> None:
+    """Every allowed model must be priced (a process refuses to start otherwise), so an
+    unpriced call needs processes that disagree: a gateway that allows and prices the
+    model, workers whose price table lacks it. The cost is then unknown, never 0."""
+    process, url = fleet.start_extra_gateway(
+        {
+            "ALLOWED_MODELS": "simulator,my-local-model",
+            "LLM_PRICES": '{"my-local-model": {"input": 1, "output": 1}}',
+        }
     )
-    status = await wait_status(gateway, workflow_id, {"completed"})
-    assert status["priced"] is False and status["cost_usd"] is None
-    after = (await gateway.get("/api/stats")).json()
-    assert after["unpriced_llm_calls"] == before["unpriced_llm_calls"] + 1
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=auth_headers()) as gateway:
+            before = (await gateway.get("/api/stats")).json()
+            workflow_id = await start_chat(
+                gateway, prompt=unique_prompt(), max_tokens=40, model="my-local-model"
+            )
+            status = await wait_status(gateway, workflow_id, {"completed"})
+            assert status["priced"] is False and status["cost_usd"] is None
+            after = (await gateway.get("/api/stats")).json()
+        assert after["unpriced_llm_calls"] == before["unpriced_llm_calls"] + 1
+    finally:
+        process.stop()
+
+
+async def test_a_model_outside_the_allowlist_is_a_422_listing_the_allowed(gateway) -> None:
+    refused = await gateway.post("/api/workflows/start", json={"prompt": "hi", "model": "gpt-4o"})
+    assert refused.status_code == 422
+    assert "allowed: simulator, other-model" in refused.json()["detail"]
+
+
+def test_an_allowed_model_without_a_price_stops_the_start(fleet: LocalStack) -> None:
+    """The gateway and a worker refuse to start, saying which model lacks a price."""
+    env = {**fleet.env(), "ALLOWED_MODELS": "simulator,nowhere-priced", "GATEWAY_PORT": "1"}
+    for module in ("api", "worker"):
+        ran = subprocess.run(
+            [sys.executable, "-m", module],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 2, (module, ran.stdout[-2000:], ran.stderr[-2000:])
+        assert "without a price: nowhere-priced" in ran.stdout + ran.stderr
 
 
 async def test_auto_mode_probes_the_endpoint(stack: LocalStack, tmp_path) -> None:

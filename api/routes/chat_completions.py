@@ -16,6 +16,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
+from api import chats
 from api.auth import CurrentUser
 from api.errors import openai_error_body
 from api.routes.responses import IdempotencyKey, v1_of
@@ -31,7 +32,6 @@ from api.v1.requests import (
     Asked,
     ChatCompletionBody,
     allowed_models,
-    check_model,
     generation_bounds,
     join_system,
     request_hash,
@@ -50,7 +50,7 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def _asked(request: Request, body: ChatCompletionBody) -> Asked:
     unsupported(body, accepted=set())
     settings = request.app.state.settings
-    model = check_model(settings, body.model)
+    model = chats.check_model(settings, body.model)
     if body.stream_options is not None and not body.stream:
         raise InvalidRequestError(
             "stream_options is only allowed with stream=true.", param="stream_options"

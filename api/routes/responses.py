@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
+from api import chats
 from api.auth import CurrentUser
 from api.schemas import JSON_OR_SSE, V1_ERROR_RESPONSES
 from api.v1 import service
@@ -22,7 +23,6 @@ from api.v1.objects import deleted_object, response_object
 from api.v1.requests import (
     Asked,
     ResponseCreateBody,
-    check_model,
     generation_bounds,
     join_system,
     request_hash,
@@ -66,7 +66,7 @@ def sse(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
 async def _asked(v1: service.V1, user: str, body: ResponseCreateBody) -> Asked:
     unsupported(body, accepted=set())
     settings = v1.settings
-    model = check_model(settings, body.model)
+    model = chats.check_model(settings, body.model)
     if body.background and not body.store:
         raise InvalidRequestError(
             "Background mode needs store=true: a background response is retrieved later.",

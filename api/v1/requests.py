@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from common.errors import ChatNotFoundError, InvalidRequestError
+from common.errors import InvalidRequestError
 from common.models import Turn
 from common.settings import Settings
 
@@ -227,21 +227,8 @@ def generation_bounds(
 
 
 def allowed_models(settings: Settings) -> list[str]:
-    """The models /v1 accepts and lists: this deployment's configured model."""
-    return [settings.effective_model]
-
-
-def check_model(settings: Settings, model: str | None) -> str:
-    """The model to use; an unknown one is refused as OpenAI does (404 model_not_found)."""
-    chosen = model or settings.effective_model
-    if chosen not in allowed_models(settings):
-        raise ChatNotFoundError(
-            chosen,
-            f"The model '{chosen}' does not exist on this deployment; it serves "
-            f"{', '.join(allowed_models(settings))} (GET /v1/models).",
-            code="model_not_found",
-        )
-    return chosen
+    """The models /v1 accepts and lists: ALLOWED_MODELS."""
+    return settings.model_allowlist
 
 
 def join_system(parts: list[str | None]) -> str | None:
