@@ -114,6 +114,7 @@ async def run_worker(index: int = 1) -> None:
         settings.temporal_address,
         settings.temporal_namespace,
         runtime=_runtime_with_metrics(metrics_port) if metrics_port else None,
+        data_converter=settings.temporal_data_converter(),
     )
     llm = build_llm_client(settings)
     try:

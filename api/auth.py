@@ -2,13 +2,15 @@
 
 `API_KEYS` lists `user:key` pairs separated by commas (`make up` generates one for
 the developer and one for the Chainlit UI). A request carries its key as
-`Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys are compared in constant
-time and never logged; workflows only ever see the user id.
+`Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys are looked up by their
+SHA-256 (one dictionary lookup: no comparison loop whose time depends on where the
+matching key is, nor on how much of a wrong key matches) and never logged; workflows
+only ever see the user id.
 """
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -20,9 +22,14 @@ from common.settings import Settings
 ANONYMOUS = "anonymous"
 
 
-def parse_api_keys(raw: str) -> dict[str, str]:
-    """`"alice:k1,bob:k2"` -> `{"k1": "alice", "k2": "bob"}`; malformed pairs are refused."""
-    keys: dict[str, str] = {}
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def parse_api_keys(raw: str) -> dict[bytes, str]:
+    """`"alice:k1,bob:k2"` -> `{sha256(k1): "alice", sha256(k2): "bob"}`; malformed pairs
+    are refused."""
+    keys: dict[bytes, str] = {}
     for pair in filter(None, (p.strip() for p in raw.split(","))):
         user, sep, key = pair.partition(":")
         if not sep or not user or len(key) < 16:
@@ -31,11 +38,11 @@ def parse_api_keys(raw: str) -> dict[str, str]:
             # Temporal's visibility cannot match such a ChatUserId (no quoting works), so
             # the user's running chats could not be counted.
             raise ValueError(f"API_KEYS: user {user!r} must not contain '\"' or '\\'")
-        keys[key] = user
+        keys[key_digest(key)] = user
     return keys
 
 
-def _keys(settings: Settings) -> dict[str, str]:
+def _keys(settings: Settings) -> dict[bytes, str]:
     raw = settings.api_keys.get_secret_value() if settings.api_keys else ""
     return parse_api_keys(raw)
 
@@ -54,16 +61,16 @@ def current_user(
         presented = authorization[7:].strip()
     if not presented:
         raise NotAuthenticatedError("An API key is required: send 'Authorization: Bearer <key>'.")
-    keys: dict[str, str] = request.app.state.api_keys
-    for key, user in keys.items():
-        if hmac.compare_digest(key.encode(), presented.encode()):
-            return user
-    raise NotAuthenticatedError("This API key is not valid.")
+    keys: dict[bytes, str] = request.app.state.api_keys
+    user = keys.get(key_digest(presented))
+    if user is None:
+        raise NotAuthenticatedError("This API key is not valid.")
+    return user
 
 
 CurrentUser = Annotated[str, Depends(current_user)]
 
 
-def load_api_keys(settings: Settings) -> dict[str, str]:
+def load_api_keys(settings: Settings) -> dict[bytes, str]:
     """Parsed once at start-up (a malformed API_KEYS stops the gateway with a clear error)."""
     return _keys(settings)

@@ -96,8 +96,11 @@ def temporal_ui_link(settings: Settings, workflow_id: str) -> str:
     return f"{base}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"
 
 
-def summary_for(prompt: str, model: str) -> str:
-    """A one-line summary shown for the chat in the Temporal UI."""
+def summary_for(prompt: str, model: str, with_prompt: bool = True) -> str:
+    """A one-line summary shown for the chat in the Temporal UI: the prompt's first
+    words and the model, or (`with_prompt` False: encryption on) the model only."""
+    if not with_prompt:
+        return f"chat · {model}"
     words = " ".join(prompt.split()[:12])
     if len(words) > 80:
         words = words[:79] + "…"
@@ -206,7 +209,12 @@ async def start_workflow(
                 if keyed
                 else WorkflowIDReusePolicy.ALLOW_DUPLICATE
             ),
-            static_summary=summary_for(request.prompt, request.model),
+            static_summary=summary_for(
+                request.prompt,
+                request.model,
+                with_prompt=settings.payload_encryption_keys is None
+                or settings.summary_shows_prompt,
+            ),
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(search_attributes.USER, request.user_id),

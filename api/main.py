@@ -14,7 +14,8 @@ from api.auth import load_api_keys
 from api.errors import install_error_handlers
 from api.events import ChatEventHub
 from api.metrics import install_metrics
-from api.routes import chat_completions, events, health, responses, stats, workflows
+from api.routes import chat_completions, codec, events, health, responses, stats, workflows
+from common.codec import data_converter
 from common.log import configure_logging
 from common.settings import Settings, get_settings
 from storage import (
@@ -53,7 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # lazy: the gateway starts (and answers /healthz, 503s) while Temporal is down.
         app.state.temporal = await Client.connect(
-            settings.temporal_address, namespace=settings.temporal_namespace, lazy=True
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            lazy=True,
+            data_converter=data_converter(app.state.codec),
         )
         pool = await create_pool(settings.database_url)
         app.state.store = ChatStore(pool)
@@ -90,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.api_keys = load_api_keys(settings)
+    app.state.codec = settings.payload_codec()
     install_error_handlers(app)
     install_metrics(app)
     app.include_router(health.router)
@@ -98,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stats.router)
     app.include_router(responses.router)
     app.include_router(chat_completions.router)
+    app.include_router(codec.router)
     return app
 
 

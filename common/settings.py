@@ -14,7 +14,9 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.converter import DataConverter
 
+from common.codec import EncryptionCodec, data_converter, parse_keys
 from common.models import GenerationMode, Usage
 from common.pricing import DEFAULT_PRICES, ModelPrice, estimate_cost_usd
 
@@ -58,6 +60,21 @@ class Settings(BaseSettings):
     # How long provider trouble (5xx, 429, refused connections, idle streams) is retried
     # before the chat fails as "provider unavailable" (the user can retry it in one click).
     llm_outage_tolerance_s: float = Field(default=300.0, ge=0)
+
+    # Encrypted Temporal payloads (common/codec.py, docs/security.md): `id:base64key`
+    # pairs (AES-256, 32 bytes each); the active key encrypts, every listed key decrypts.
+    # Unset: payloads are stored in clear. `make up` generates one.
+    payload_encryption_keys: SecretStr | None = None
+    payload_encryption_key_id: str | None = None
+    """The active key's id (default: the first listed)."""
+    # With encryption on, summaries in the Temporal UI name the model only; true: they
+    # start with the prompt's first words, as without encryption (encrypted too).
+    summary_shows_prompt: bool = False
+    # Who may use the codec endpoint (/codec/decode, /codec/encode: readable histories
+    # in the Temporal UI and CLI): these API_KEYS users (comma-separated), and browsers
+    # on these origins (the Temporal UI's, which has no login of its own under make up).
+    operator_users: str = ""
+    codec_trusted_origins: str = ""
 
     # Answer cache and cost accounting
     cache_enabled: bool = True
@@ -117,7 +134,14 @@ class Settings(BaseSettings):
     # Local stack (`make up`)
     data_dir: Path = Path(".data")
 
-    @field_validator("openai_api_key", "openai_base_url", "api_keys", mode="before")
+    @field_validator(
+        "openai_api_key",
+        "openai_base_url",
+        "api_keys",
+        "payload_encryption_keys",
+        "payload_encryption_key_id",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -148,6 +172,27 @@ class Settings(BaseSettings):
     def effective_model(self) -> str:
         """The model name sent to the provider when a request names none."""
         return "simulator" if self.uses_simulator else self.llm_model
+
+    def payload_codec(self) -> EncryptionCodec | None:
+        """The codec of every Temporal client of this process (None: encryption off)."""
+        if self.payload_encryption_keys is None:
+            return None
+        keys = parse_keys(self.payload_encryption_keys.get_secret_value())
+        if not keys:
+            return None
+        return EncryptionCodec(keys, self.payload_encryption_key_id or next(iter(keys)))
+
+    @property
+    def operators(self) -> frozenset[str]:
+        return frozenset(u.strip() for u in self.operator_users.split(",") if u.strip())
+
+    @property
+    def codec_origins(self) -> frozenset[str]:
+        origins = (o.strip().rstrip("/") for o in self.codec_trusted_origins.split(","))
+        return frozenset(o for o in origins if o)
+
+    def temporal_data_converter(self) -> DataConverter:
+        return data_converter(self.payload_codec())
 
     @property
     def model_allowlist(self) -> list[str]:

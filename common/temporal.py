@@ -6,6 +6,7 @@ import asyncio
 
 import structlog
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -16,13 +17,16 @@ async def connect_temporal(
     namespace: str,
     *,
     runtime: Runtime | None = None,
+    data_converter: DataConverter = DataConverter.default,
     attempts: int = 120,
     delay_s: float = 0.5,
 ) -> Client:
     """Connect to the Temporal frontend at `address`, retrying while it is not up yet."""
     for attempt in range(1, attempts + 1):
         try:
-            return await Client.connect(address, namespace=namespace, runtime=runtime)
+            return await Client.connect(
+                address, namespace=namespace, runtime=runtime, data_converter=data_converter
+            )
         except RuntimeError as exc:
             if attempt == attempts:
                 raise

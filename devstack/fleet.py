@@ -43,6 +43,7 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from common.codec import EncryptionCodec, PayloadKeyError, data_converter, parse_keys
 from common.contract import (
     CHAT_WORKFLOW,
     parse_identity,
@@ -228,12 +229,15 @@ class Fleet:
 
 async def connect(settings: Settings) -> Client:
     """A client for `settings.temporal_address`; TemporalUnreachableError when it is down."""
+    global _codec
+    _codec = payload_codec(settings)
     try:
         return await asyncio.wait_for(
             Client.connect(
                 settings.temporal_address,
                 namespace=settings.temporal_namespace,
                 connect_timeout=timedelta(seconds=3),
+                data_converter=data_converter(_codec),
             ),
             timeout=6,
         )
@@ -313,7 +317,30 @@ async def running_chat_ids(client: Client, limit: int = 200) -> list[str]:
     ]
 
 
+def payload_codec(settings: Settings) -> EncryptionCodec | None:
+    """The codec of this machine's chats: PAYLOAD_ENCRYPTION_KEYS, or under `make up`
+    the key it generated (DATA_DIR/credentials.json, as local-1)."""
+    codec = settings.payload_codec()
+    stored = settings.data_dir / "credentials.json"
+    if codec is None and stored.exists():
+        key = json.loads(stored.read_text()).get("payload_key")
+        if key:
+            codec = EncryptionCodec(parse_keys(f"local-1:{key}"), "local-1")
+    return codec
+
+
+# The codec of the stack `connect` was last called for (the CLI talks to one stack).
+_codec: EncryptionCodec | None = None
+
+
 def payload_value(payload: Payload) -> Any:
+    """The JSON value of a payload, decrypted first when it is encrypted."""
+    codec = _codec
+    if codec is not None:
+        try:
+            payload = codec.decrypt(payload)
+        except PayloadKeyError:
+            return None
     if payload.metadata.get("encoding") != b"json/plain":
         return None
     try:

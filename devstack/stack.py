@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.codec import new_key
 from common.search_attributes import REGISTRATION
 from devstack import local_llm
 
@@ -41,6 +42,8 @@ class StackSettings(BaseSettings):
     ui_username: str | None = None  # unset: `make up` creates a development login
     ui_password: str | None = None
     chainlit_auth_secret: str | None = None
+    # set: every process uses these payload keys (a rotation); unset: the generated one
+    payload_encryption_keys: str | None = None
 
     @property
     def embedded_database_url(self) -> str:
@@ -77,6 +80,8 @@ class LocalCredentials:
     auth_secret: str
     dev_api_key: str
     ui_api_key: str
+    payload_key: str = ""
+    """The AES-256 key of the payload codec (common/codec.py), base64."""
 
     @classmethod
     def for_stack(cls, settings: StackSettings) -> LocalCredentials:
@@ -90,6 +95,7 @@ class LocalCredentials:
             or secrets.token_hex(32),
             dev_api_key=stored.get("dev_api_key") or "dc-dev-" + secrets.token_urlsafe(18),
             ui_api_key=stored.get("ui_api_key") or "dc-ui-" + secrets.token_urlsafe(18),
+            payload_key=stored.get("payload_key") or new_key(),
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(credentials.__dict__))
@@ -100,6 +106,13 @@ class LocalCredentials:
     def api_keys(self) -> str:
         """The gateway's API_KEYS: the developer is user `dev`, the Chainlit app `chainlit`."""
         return f"dev:{self.dev_api_key},chainlit:{self.ui_api_key}"
+
+    def payload_encryption(self, settings: StackSettings) -> dict[str, str]:
+        """PAYLOAD_ENCRYPTION_KEYS for every process: the environment's own when set
+        (a rotation in progress), else the generated key `local-1`."""
+        if settings.payload_encryption_keys is not None:
+            return {}  # every process reads the environment's
+        return {"PAYLOAD_ENCRYPTION_KEYS": f"local-1:{self.payload_key}"}
 
 
 @dataclass
@@ -126,8 +139,11 @@ def temporal_cli() -> str:
     return found
 
 
-def temporal_server_args(db_file: Path, port: int, ui_port: int) -> list[str]:
-    """Arguments of a persistent Temporal dev server (SQLite) on 127.0.0.1."""
+def temporal_server_args(
+    db_file: Path, port: int, ui_port: int, codec_endpoint: str | None = None
+) -> list[str]:
+    """Arguments of a persistent Temporal dev server (SQLite) on 127.0.0.1; its Web UI
+    decodes payloads through `codec_endpoint` (the gateway's /codec) when given."""
     return [
         temporal_cli(),
         "server",
@@ -154,6 +170,7 @@ def temporal_server_args(db_file: Path, port: int, ui_port: int) -> list[str]:
             for arg in ("--search-attribute", f"{name}={kind}")
         ),
         *(arg for knob in DYNAMIC_CONFIG for arg in ("--dynamic-config-value", knob)),
+        *(("--ui-codec-endpoint", codec_endpoint) if codec_endpoint else ()),
     ]
 
 
@@ -203,6 +220,7 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
         # Readable lines in a terminal; JSON when the output goes to a file or a collector.
         "LOG_FORMAT": os.environ.get("LOG_FORMAT")
         or ("console" if sys.stdout.isatty() else "json"),
+        **login.payload_encryption(settings),
     }
     if settings.llm == "local":
         common.update(local_llm.provider_env(f"{settings.llama_url}/v1"))
@@ -221,7 +239,11 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
             "temporal",
             shlex.join(  # circus splits it back with shlex: quotes survive
                 temporal_server_args(
-                    data / "temporal.db", settings.temporal_port, settings.temporal_ui_port
+                    data / "temporal.db",
+                    settings.temporal_port,
+                    settings.temporal_ui_port,
+                    # The Web UI (in the browser) asks the gateway to decode payloads.
+                    codec_endpoint=f"http://localhost:{settings.gateway_port}/codec",
                 )
             ),
             color="magenta",
@@ -275,7 +297,15 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
         Process(
             "gateway",
             _line("gateway"),
-            env={**common, "GATEWAY_PORT": str(settings.gateway_port), "API_KEYS": login.api_keys},
+            env={
+                **common,
+                "GATEWAY_PORT": str(settings.gateway_port),
+                "API_KEYS": login.api_keys,
+                # The local Temporal UI (no login of its own) may decode through /codec;
+                # the CLI presents an operator's key (docs/security.md).
+                "CODEC_TRUSTED_ORIGINS": f"http://localhost:{settings.temporal_ui_port}",
+                "OPERATOR_USERS": "dev",
+            },
             color="cyan",
         )
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from common.codec import EncryptionCodec, parse_keys
+
 # API keys of the test stacks' gateways: user -> key.
 TEST_API_KEYS = {
     "tester": "test-key-tester-0123456789",
@@ -13,6 +15,8 @@ TEST_API_KEYS = {
     "intruder": "test-key-intruder-0123456789",
     "rate": "test-key-rate-0123456789ab",
     "busy": "test-key-busy-0123456789ab",
+    # The one OPERATOR_USERS user of the test stack: may read histories through /codec.
+    "operator": "test-key-operator-0123456789",
     # The chaos suite's one user (chaos/stack.py): its stacks know no other.
     "chaos": "chaos-suite-key-0123456789abcdef",
 }
@@ -20,3 +24,16 @@ TEST_API_KEYS = {
 
 def auth_headers(user: str = "tester") -> dict[str, str]:
     return {"Authorization": f"Bearer {TEST_API_KEYS[user]}"}
+
+
+# Payload keys of the test stack (common/codec.py): test-1 is active; test-2 is what a
+# rotation test makes active. Fixed, so a history recorded encrypted replays later.
+TEST_PAYLOAD_KEYS = (
+    "test-1:wZZH/r0zKNBK47oTpAtNLd52u1XVdJT66kwsjrpOsEM=,"
+    "test-2:5Tso1RZWxRIKgMkCIGrc+d++Xkk+9hVe9h3EUppejos="
+)
+
+
+def test_codec(active: str = "test-1") -> EncryptionCodec:
+    """The codec the test stack's processes use (with `active` encrypting)."""
+    return EncryptionCodec(parse_keys(TEST_PAYLOAD_KEYS), active)

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from testing.keys import auth_headers
+from common.codec import data_converter
+from testing.keys import TEST_PAYLOAD_KEYS, auth_headers, test_codec
 from testing.stack import LocalStack, started
 
 # Fast simulator for the suite: 20 ms to the first token, 1000 tokens per second.
@@ -20,9 +21,16 @@ SIMULATOR_ENV = {"SIM_TTFT_MS": "20", "SIM_TOKENS_PER_SECOND": "1000"}
 # Provider bounds short enough for tests (the defaults are minutes): an outage fails a
 # chat after 8 s of retries, a stream quiet for 5 s is broken, a response queued for 3 s
 # is given up.
+# The origin a Temporal Web UI would call the codec endpoint from (tests/test_encryption.py).
+TRUSTED_UI_ORIGIN = "http://localhost:8233"
 APP_ENV = {
     # A second allowed (and priced) model, for the tests of what a model change does.
     "ALLOWED_MODELS": "simulator,other-model",
+    # Every payload of the suite's chats is encrypted (docs/security.md).
+    "PAYLOAD_ENCRYPTION_KEYS": TEST_PAYLOAD_KEYS,
+    "PAYLOAD_ENCRYPTION_KEY_ID": "test-1",
+    "OPERATOR_USERS": "operator",
+    "CODEC_TRUSTED_ORIGINS": TRUSTED_UI_ORIGIN,
     "LLM_PRICES": '{"other-model": {"input": 0.15, "output": 0.6}}',
     "LLM_OUTAGE_TOLERANCE_S": "8",
     "LLM_STREAM_IDLE_TIMEOUT_S": "5",
@@ -49,7 +57,8 @@ def fleet(stack: LocalStack) -> LocalStack:
 
 @pytest.fixture(scope="session")
 async def temporal_client(stack: LocalStack) -> Client:
-    return await Client.connect(stack.temporal_address)
+    """A client that encrypts and decrypts with the stack's keys, as its processes do."""
+    return await Client.connect(stack.temporal_address, data_converter=data_converter(test_codec()))
 
 
 @pytest.fixture(scope="session")

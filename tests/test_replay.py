@@ -13,8 +13,10 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.worker import Replayer
 
+from common.codec import data_converter
 from common.models import ChatRequest
 from testing.chats import start_chat_directly, wait_status
+from testing.keys import test_codec
 from testing.oracle import unique_prompt
 from testing.simulator import simulator_pace
 from tests.helpers import HISTORIES_DIR, keep_history
@@ -28,8 +30,11 @@ async def _replay(histories: list[WorkflowHistory]) -> None:
         for history in histories:
             yield history
 
+    # With the suite's codec: fresh histories are encrypted; recorded ones (written in
+    # clear, or encrypted with the fixed test keys) replay through it unchanged.
     replayer = Replayer(
-        workflows=[ChatStreamingWorkflow, ReconcileChatsWorkflow, PurgeExpiredResponsesWorkflow]
+        workflows=[ChatStreamingWorkflow, ReconcileChatsWorkflow, PurgeExpiredResponsesWorkflow],
+        data_converter=data_converter(test_codec()),
     )
     results = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
     failures = {run_id: str(err) for run_id, err in results.replay_failures.items()}
