@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -12,7 +13,11 @@ from pathlib import Path
 import httpx
 import psutil
 
+from devstack.stack import temporal_cli
 from testing.stack import ROOT, free_port, http_ok, wait_until
+from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS
+
+PROMPT = "Purple elephants negotiate durable treaties"
 
 
 def _workers(root: psutil.Process) -> list[psutil.Process]:
@@ -96,7 +101,7 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
         assert httpx.get(f"{gateway}/api/stats").status_code == 401
         started = httpx.post(
             f"{gateway}/api/workflows/start",
-            json={"prompt": "Still there?", "max_tokens": 30},
+            json={"prompt": PROMPT, "max_tokens": 30},
             headers=auth,
         ).json()
         status = wait_until(
@@ -114,6 +119,22 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
             "chat completed",
         )
         assert status["progress"] == 100
+        # The chat is stored encrypted, and the Temporal UI shows it readable: make up
+        # points the dev server's UI at the gateway's codec endpoint.
+        show = subprocess.run(
+            [
+                temporal_cli(), "workflow", "show", "--output", "json",
+                "--address", f"127.0.0.1:{ports['TEMPORAL_PORT']}",
+                "--workflow-id", started["workflow_id"],
+            ],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        assert PROMPT not in show.stdout and base64.b64encode(PROMPT.encode()).decode()[
+            :20
+        ] not in (show.stdout)
+        assert "binary/encrypted" in show.stdout or "YmluYXJ5L2VuY3J5cHRlZA" in show.stdout
+        ui = f"http://localhost:{ports['TEMPORAL_UI_PORT']}"
+        assert _temporal_ui_shows(ui, started["workflow_id"], PROMPT)
     finally:
         descendants = root.children(recursive=True) if up.poll() is None else descendants
         os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C does (to the foreground group)
@@ -128,6 +149,22 @@ def test_up_runs_the_stack_and_survives_kill_9_of_a_worker(tmp_path: Path) -> No
         p.pid for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     ]
     assert leftovers == [], "Ctrl-C must stop every process of the stack"
+
+
+def _temporal_ui_shows(ui: str, workflow_id: str, text: str) -> bool:
+    """Whether the Temporal Web UI's page of the workflow shows `text` (decoded in the
+    browser through the codec endpoint), in Debian's Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(f"{ui}/namespaces/default/workflows/{workflow_id}")
+            page.get_by_text(text, exact=False).first.wait_for(timeout=30_000)
+            return True
+        finally:
+            browser.close()
 
 
 def _alive(process: psutil.Process) -> bool:
