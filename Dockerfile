@@ -47,6 +47,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     GATEWAY_HOST=0.0.0.0 \
     UI_HOST=0.0.0.0 \
     SIM_HOST=0.0.0.0 \
+    WORKER_METRICS_HOST=0.0.0.0 \
     # Structured logs for the collector (common/log.py picks console only on a TTY).
     LOG_FORMAT=json
 

@@ -90,11 +90,12 @@ def _metrics_port(base: int, index: int) -> int:
     return base + index - 1 if base else 0
 
 
-def _runtime_with_metrics(port: int) -> Runtime:
-    """A Temporal runtime exporting the SDK's metrics and ours (workflow.metric_meter)."""
+def _runtime_with_metrics(host: str, port: int) -> Runtime:
+    """A Temporal runtime exporting the SDK's metrics and ours (workflow.metric_meter) on
+    host:port (127.0.0.1 unless WORKER_METRICS_HOST says otherwise)."""
     return Runtime(
         telemetry=TelemetryConfig(
-            metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}"),
+            metrics=PrometheusConfig(bind_address=f"{host}:{port}"),
             global_tags={"service": "durable-chat-worker"},
         )
     )
@@ -113,7 +114,11 @@ async def run_worker(index: int = 1) -> None:
     client = await connect_temporal(
         settings.temporal_address,
         settings.temporal_namespace,
-        runtime=_runtime_with_metrics(metrics_port) if metrics_port else None,
+        runtime=(
+            _runtime_with_metrics(settings.worker_metrics_host, metrics_port)
+            if metrics_port
+            else None
+        ),
         data_converter=settings.temporal_data_converter(),
     )
     llm = build_llm_client(settings)
@@ -141,7 +146,9 @@ async def run_worker(index: int = 1) -> None:
     # Run-aware: a write from a run other than the chat's current one asks Temporal.
     chats = ChatStore(pool, current_run=current_run)
     checkpoints = CheckpointActivities(chats, identity, prices)
-    cache = CacheActivities(AnswerCacheStore(pool), chats, prices, is_running)
+    cache = CacheActivities(
+        AnswerCacheStore(pool), chats, prices, is_running, scope=settings.cache_scope
+    )
     reconcile = ReconcileActivities(
         client, chats, AnswerCacheStore(pool), LlmCallStore(pool), prices, llm
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -26,17 +27,32 @@ IsRunning = Callable[[str], Awaitable[bool]]
 
 
 class CacheActivities:
+    """`scope` (CACHE_SCOPE): `global` shares answers between users (an identical
+    request of anyone is a hit); `user` keys every entry by the chat's user as well, so
+    nothing one user asked is served to, or observable by, another (docs/security.md)."""
+
     def __init__(
         self,
         cache: AnswerCacheStore,
         chats: ChatStore,
         prices: dict[str, ModelPrice],
         is_running: IsRunning | None = None,
+        scope: str = "global",
     ) -> None:
         self._cache = cache
         self._chats = chats
         self._prices = prices
         self._is_running = is_running
+        self._scope = scope
+
+    async def _key(self, cache_key: str, workflow_id: str) -> str:
+        """The stored key: the workflow's key, or with `user` scope one per user (the
+        chat's owner, from its record, written before any cache step)."""
+        if self._scope != "user":
+            return cache_key
+        row = await self._chats.get_generation(workflow_id)
+        user = row.user_id if row is not None else ""
+        return hashlib.sha256(f"user:{user}\x00{cache_key}".encode()).hexdigest()
 
     @activity.defn(name="claim_or_reuse_answer")
     async def claim_or_reuse_answer(self, lookup: AnswerLookup) -> CacheOutcome:
@@ -50,8 +66,9 @@ class CacheActivities:
         """
         waited = False
         next_owner_check = time.monotonic() + OWNER_CHECK_S
+        key = await self._key(lookup.cache_key, lookup.workflow_id)
         while True:
-            result, answer = await self._cache.claim_or_get(lookup.cache_key, lookup.workflow_id)
+            result, answer = await self._cache.claim_or_get(key, lookup.workflow_id)
             if result is ClaimResult.CLAIMED:
                 return CacheOutcome(hit=False)
             if result is ClaimResult.READY and answer is not None:
@@ -85,7 +102,7 @@ class CacheActivities:
             activity.heartbeat("waiting for an identical chat")
             if time.monotonic() >= next_owner_check:
                 next_owner_check = time.monotonic() + OWNER_CHECK_S
-                await self._release_if_owner_gone(lookup.cache_key)
+                await self._release_if_owner_gone(key)
             await asyncio.sleep(WAIT_POLL_S)
 
     async def _release_if_owner_gone(self, cache_key: str) -> None:
@@ -106,7 +123,7 @@ class CacheActivities:
         """
         cost = estimate_cost_usd(answer.model, answer.usage, self._prices)
         return await self._cache.remember(
-            answer.cache_key,
+            await self._key(answer.cache_key, answer.workflow_id),
             answer.workflow_id,
             answer.ttl_s,
             answer.model,
@@ -121,4 +138,6 @@ class CacheActivities:
     async def release_answer_claim(self, claim: CacheClaim) -> None:
         """Free the key of a chat that failed or was cancelled, so a waiting identical
         chat claims it and generates. Idempotent (a delete)."""
-        await self._cache.release(claim.cache_key, claim.workflow_id)
+        await self._cache.release(
+            await self._key(claim.cache_key, claim.workflow_id), claim.workflow_id
+        )

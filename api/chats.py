@@ -519,6 +519,17 @@ def _notice(row: GenerationRow) -> str | None:
     return None
 
 
+async def without_foreign_source(store: ChatStore, status: ChatStatus, user_id: str) -> ChatStatus:
+    """`status` without `cached_from` when the chat it names is another user's: a cache
+    hit tells its user that the answer was reused, never whose chat it came from."""
+    if status.cached_from is None:
+        return status
+    source = await _db_or_none(store.get_generation(status.cached_from))
+    if source is not None and source.user_id == user_id:
+        return status
+    return status.model_copy(update={"cached_from": None})
+
+
 async def ensure_owner(client: Client, store: ChatStore, workflow_id: str, user_id: str) -> None:
     """Raise ChatNotFoundError unless the chat exists and belongs to `user_id`.
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+from common.errors import NotAuthenticatedError
 
 REQUESTS = Counter(
     "durable_chat_gateway_requests_total",
@@ -43,7 +47,14 @@ def install_metrics(app: FastAPI) -> None:
         return response
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(authorization: Annotated[str | None, Header()] = None) -> Response:
+        required = app.state.settings.metrics_api_key
+        if required is not None:
+            expected = f"Bearer {required.get_secret_value()}".encode()
+            if not hmac.compare_digest((authorization or "").encode(), expected):
+                raise NotAuthenticatedError(
+                    "/metrics needs 'Authorization: Bearer <METRICS_API_KEY>'."
+                )
         OPEN_STREAMS.set(request_hub_streams(app))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

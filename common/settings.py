@@ -78,6 +78,10 @@ class Settings(BaseSettings):
 
     # Answer cache and cost accounting
     cache_enabled: bool = True
+    # global: an identical request of any user is answered from the cache (cheapest; a
+    # user can tell from a hit's speed that someone asked the same); user: entries are
+    # per user (docs/security.md). Read by the workers.
+    cache_scope: Literal["global", "user"] = "global"
     cache_ttl_s: int = Field(default=3600, ge=1)
     llm_prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
 
@@ -128,6 +132,10 @@ class Settings(BaseSettings):
     # Worker: Prometheus metrics (Temporal SDK + ours) on this port; 0 turns them off.
     # Under `make up` worker N listens on WORKER_METRICS_PORT + N - 1.
     worker_metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # The interface it binds (a container sets 0.0.0.0 for its scraper).
+    worker_metrics_host: str = "127.0.0.1"
+    # Set: the gateway's /metrics needs `Authorization: Bearer <METRICS_API_KEY>`.
+    metrics_api_key: SecretStr | None = None
     worker_max_concurrent_activities: int = 200
     worker_max_concurrent_workflow_tasks: int = 100
 
@@ -140,6 +148,7 @@ class Settings(BaseSettings):
         "api_keys",
         "payload_encryption_keys",
         "payload_encryption_key_id",
+        "metrics_api_key",
         mode="before",
     )
     @classmethod

@@ -142,6 +142,25 @@ def _natural_reply(seed: int) -> tuple[str, ...]:
         separator = _PARAGRAPH_BREAK if rng.random() < _PARAGRAPH_PROBABILITY else " "
 
 
+#: ``POST /sim/variant {"variant": "echo"}``: the reply repeats the last user message after
+#: the marker, word for word, as a model told "repeat after me" (or prompt-injected by a
+#: document) would. For tests of what a client does with hostile model output (markdown
+#: images, HTML); its length is the message's, outside the natural-length contract.
+ECHO_VARIANT = "echo"
+
+
+def _echo_reply(messages: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    users = [m for m in messages if m.get("role") == "user"]
+    content = users[-1].get("content", "") if users else ""
+    if isinstance(content, list):
+        content = "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    tokens = [word if index == 0 else " " + word for index, word in enumerate(MARKER_WORDS)]
+    words = re.findall(r"\s*\S+", str(content))
+    for index, word in enumerate(words):
+        tokens.append((_PARAGRAPH_BREAK + word.lstrip()) if index == 0 else word)
+    return tuple(tokens)
+
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -189,7 +208,10 @@ def simulated_reply(
     """
     if max_tokens < 0:
         raise ValueError("max_tokens must be >= 0")
-    natural = _natural_reply(_canonical_seed(messages, model, temperature, variant))
+    if variant == ECHO_VARIANT:
+        natural = _echo_reply(messages)
+    else:
+        natural = _natural_reply(_canonical_seed(messages, model, temperature, variant))
     if max_tokens >= len(natural):
         return SimulatedReply(natural, "stop", len(natural))
     return SimulatedReply(natural[:max_tokens], "length", len(natural))

@@ -12,6 +12,7 @@ Nothing here ever shows a stack trace.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -113,6 +114,27 @@ def history_link(links: TemporalLinks, workflow_id: str) -> str:
     return f"[Temporal history ↗]({links.workflow_url(workflow_id)})"
 
 
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def inert_markdown(text: str) -> str:
+    """Model output as Markdown that cannot fetch anything by itself: every image
+    (`![alt](url)`, `![alt][ref]`) is shown as its source text instead of loaded, so an
+    answer a prompt injection wrote cannot send the conversation to an outside URL in
+    an image request. Code blocks are left as they are (they render nothing). Raw HTML is
+    shown as text by Chainlit itself (`unsafe_allow_html = false`, ui/.chainlit); links
+    stay links: following one takes the user's click."""
+    lines = text.split("\n")
+    in_code = False
+    for index, line in enumerate(lines):
+        if _FENCE.match(line):
+            in_code = not in_code
+            continue
+        if not in_code:
+            lines[index] = line.replace("![", "!\\[")
+    return "\n".join(lines)
+
+
 def render_starting() -> str:
     return STARTING_TEXT
 
@@ -140,7 +162,7 @@ def render_running(
     lines.append(" ".join([*badges, history_link(links, workflow_id)]))
     if problem:
         lines.append(f"**Gateway unreachable, retrying**: {problem}")
-    return _compose(answer.text, *lines)
+    return _compose(inert_markdown(answer.text), *lines)
 
 
 def render_ended(
@@ -178,7 +200,7 @@ def render_ended(
     if answer.restarts:
         badges.append(restart_badge(answer.restarts))
     footer = " ".join([*badges, history_link(links, workflow_id)])
-    return _compose(text, notice, footer)
+    return _compose(inert_markdown(text), notice, footer)
 
 
 def render_rejected(message: str) -> str:

@@ -70,7 +70,8 @@ async def status(
 ) -> ChatStatus:
     """Stage and progress, from the live workflow or, when no worker answers, PostgreSQL."""
     await chats.ensure_owner_or_unavailable(client, store, workflow_id, user)
-    return await chats.chat_status(client, store, settings, workflow_id)
+    status = await chats.chat_status(client, store, settings, workflow_id)
+    return await chats.without_foreign_source(store, status, user)
 
 
 @router.get("/{workflow_id}/chunks", response_model=ChunkPage)
