@@ -10,7 +10,10 @@ only ever see the user id.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import time
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -47,11 +50,55 @@ def _keys(settings: Settings) -> dict[bytes, str]:
     return parse_api_keys(raw)
 
 
+ASSERTION_HEADER = "X-Durable-Chat-User"
+
+
+def asserted_user(assertion: str, secret: bytes, now: float | None = None) -> str:
+    """The user of a `v1.<user>.<expiry>.<hmac>` assertion (ui/assertions.py);
+    NotAuthenticatedError when it is malformed, forged or expired."""
+    try:
+        version, name, expiry, signature = assertion.split(".")
+        user = base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode()
+        expires_at = int(expiry)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise NotAuthenticatedError("The user assertion is malformed.") from err
+    expected = hmac.new(secret, f"{version}.{name}.{expiry}".encode(), hashlib.sha256).hexdigest()
+    if version != "v1" or not hmac.compare_digest(signature, expected):
+        raise NotAuthenticatedError("The user assertion is not valid.")
+    if expires_at < (time.time() if now is None else now):
+        raise NotAuthenticatedError("The user assertion has expired.")
+    if not user or '"' in user or "\\" in user or len(user) > 200:
+        raise NotAuthenticatedError("The user assertion names no valid user.")
+    return user
+
+
 def current_user(
     request: Request,
     settings: SettingsDep,
     authorization: Annotated[str | None, Header()] = None,
     x_api_key: Annotated[str | None, Header()] = None,
+    x_durable_chat_user: Annotated[str | None, Header()] = None,
+) -> str:
+    """The user the request acts for: its API key's, or, for a key of UI_SERVICE_USERS
+    presenting a signed user assertion (`X-Durable-Chat-User`), the asserted person.
+    401 without a valid key; an assertion from any other key is refused."""
+    key_user = _key_user(request, settings, authorization, x_api_key)
+    if x_durable_chat_user is None or not settings.auth_enabled:
+        return key_user
+    secret = settings.user_assertion_secret
+    if secret is None or key_user not in settings.ui_service_user_set:
+        raise NotAuthenticatedError(
+            "Only the UI's service key may act for a user (UI_SERVICE_USERS, "
+            "USER_ASSERTION_SECRET)."
+        )
+    return asserted_user(x_durable_chat_user, secret.get_secret_value().encode())
+
+
+def _key_user(
+    request: Request,
+    settings: Settings,
+    authorization: str | None,
+    x_api_key: str | None,
 ) -> str:
     """The user id the request's API key belongs to; 401 without a valid key."""
     if not settings.auth_enabled:

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     # in the Temporal UI and CLI): these API_KEYS users (comma-separated), and browsers
     # on these origins (the Temporal UI's, which has no login of its own under make up).
     operator_users: str = ""
+    # The UI acting for its users (ui/assertions.py): API_KEYS users whose key may
+    # present a user assertion, and the secret the UI signs them with (unset: no
+    # assertion is accepted, every UI user is the UI's own user).
+    ui_service_users: str = "chainlit"
+    user_assertion_secret: SecretStr | None = None
     codec_trusted_origins: str = ""
 
     # Answer cache and cost accounting
@@ -149,6 +154,7 @@ class Settings(BaseSettings):
         "payload_encryption_keys",
         "payload_encryption_key_id",
         "metrics_api_key",
+        "user_assertion_secret",
         mode="before",
     )
     @classmethod
@@ -190,6 +196,10 @@ class Settings(BaseSettings):
         if not keys:
             return None
         return EncryptionCodec(keys, self.payload_encryption_key_id or next(iter(keys)))
+
+    @property
+    def ui_service_user_set(self) -> frozenset[str]:
+        return frozenset(u.strip() for u in self.ui_service_users.split(",") if u.strip())
 
     @property
     def operators(self) -> frozenset[str]:

@@ -33,7 +33,10 @@ def _banner(settings: StackSettings, login: LocalCredentials) -> str:
         "durable-chat is up",
         f"  Chat UI         http://localhost:{settings.ui_port}  "
         f"(login: {login.username} / {login.password})",
-        f"  Gateway API     http://localhost:{settings.gateway_port}  (docs: /docs)",
+        "  More UI users   .venv/bin/python -m ui.users add NAME "
+        f"--file {login.users_file(settings)}",
+        f"  Gateway API     http://localhost:{settings.gateway_port}  (docs: /docs, "
+        "OpenAI-compatible: /v1)",
         f"  API key         {login.dev_api_key}  (header: Authorization: Bearer <key>)",
         f"  Temporal UI     http://localhost:{settings.temporal_ui_port}",
         f"  Temporal gRPC   127.0.0.1:{settings.temporal_port}",

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common.codec import new_key
 from common.search_attributes import REGISTRATION
 from devstack import local_llm
+from ui.users import add_user, check_login, load_users
 
 
 class StackSettings(BaseSettings):
@@ -82,6 +83,8 @@ class LocalCredentials:
     ui_api_key: str
     payload_key: str = ""
     """The AES-256 key of the payload codec (common/codec.py), base64."""
+    assertion_secret: str = ""
+    """Signs the UI's user assertions to the gateway (ui/assertions.py)."""
 
     @classmethod
     def for_stack(cls, settings: StackSettings) -> LocalCredentials:
@@ -96,6 +99,7 @@ class LocalCredentials:
             dev_api_key=stored.get("dev_api_key") or "dc-dev-" + secrets.token_urlsafe(18),
             ui_api_key=stored.get("ui_api_key") or "dc-ui-" + secrets.token_urlsafe(18),
             payload_key=stored.get("payload_key") or new_key(),
+            assertion_secret=stored.get("assertion_secret") or secrets.token_urlsafe(32),
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(credentials.__dict__))
@@ -106,6 +110,15 @@ class LocalCredentials:
     def api_keys(self) -> str:
         """The gateway's API_KEYS: the developer is user `dev`, the Chainlit app `chainlit`."""
         return f"dev:{self.dev_api_key},chainlit:{self.ui_api_key}"
+
+    def users_file(self, settings: StackSettings) -> Path:
+        """The UI's users file, with the dev login in it (a scrypt hash, never the
+        password; `python -m ui.users add` adds more)."""
+        path = settings.data_dir / "ui-users.json"
+        users = load_users(path)
+        if self.username not in users or not check_login(users, self.username, self.password):
+            add_user(path, self.username, self.password)
+        return path
 
     def payload_encryption(self, settings: StackSettings) -> dict[str, str]:
         """PAYLOAD_ENCRYPTION_KEYS for every process: the environment's own when set
@@ -305,6 +318,8 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
                 # the CLI presents an operator's key (docs/security.md).
                 "CODEC_TRUSTED_ORIGINS": f"http://localhost:{settings.temporal_ui_port}",
                 "OPERATOR_USERS": "dev",
+                # The UI's key (user `chainlit`) acts for the person logged in.
+                "USER_ASSERTION_SECRET": login.assertion_secret,
             },
             color="cyan",
         )
@@ -317,8 +332,8 @@ def processes(settings: StackSettings, login: LocalCredentials) -> list[Process]
                 **common,
                 "GATEWAY_URL": f"http://127.0.0.1:{settings.gateway_port}",
                 "UI_PORT": str(settings.ui_port),
-                "UI_USERNAME": login.username,
-                "UI_PASSWORD": login.password,
+                "UI_USERS_FILE": str(login.users_file(settings).resolve()),
+                "USER_ASSERTION_SECRET": login.assertion_secret,
                 "CHAINLIT_AUTH_SECRET": login.auth_secret,
                 "GATEWAY_API_KEY": login.ui_api_key,
             },

@@ -9,6 +9,10 @@ TEST_API_KEYS = {
     "tester": "test-key-tester-0123456789",
     "other": "test-key-other-0123456789",
     "ui": "test-key-ui-0123456789abc",
+    # The browser tests' UI users, as the gateway sees them when the UI acts for them
+    # (their own keys let a test read what the UI started for each).
+    "browser-test": "test-key-browser-test-0123456789",
+    "browser-two": "test-key-browser-two-0123456789",
     # Users of tests/test_access_control.py only: limits are per user and shared by every
     # gateway of a stack (PostgreSQL, visibility), so no other test may count against them.
     "owner": "test-key-owner-0123456789",
@@ -37,3 +41,7 @@ TEST_PAYLOAD_KEYS = (
 def test_codec(active: str = "test-1") -> EncryptionCodec:
     """The codec the test stack's processes use (with `active` encrypting)."""
     return EncryptionCodec(parse_keys(TEST_PAYLOAD_KEYS), active)
+
+
+# Signs the UI's user assertions in the browser stack (ui/assertions.py).
+TEST_USER_ASSERTION_SECRET = "test-user-assertion-secret-0123456789"

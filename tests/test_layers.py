@@ -17,7 +17,7 @@ ALLOWED: dict[str, set[str]] = {
     "api": {"common", "storage"},  # starts and queries workflows by name (common.contract)
     "ui": set(),  # a client of the gateway's HTTP API only
     "llm_simulator": set(),
-    "devstack": {"common", "storage"},
+    "devstack": {"common", "storage", "ui"},  # ui.users: make up writes the dev login
     "worker": {"common", "storage", "activities", "workflows"},
     # what tests, bench, chaos and deploy/capacity use; nothing shipped may import it
     "testing": {"common", "storage", "activities", "workflows", "devstack", "llm_simulator"},

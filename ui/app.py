@@ -17,6 +17,7 @@ if _REPO_ROOT not in sys.path:
 import asyncio  # noqa: E402
 import hmac  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 from collections.abc import Coroutine, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -25,6 +26,7 @@ from chainlit.data import get_data_layer  # noqa: E402
 from chainlit.data.chainlit_data_layer import ChainlitDataLayer  # noqa: E402
 from chainlit.types import ThreadDict  # noqa: E402
 
+from ui.assertions import HEADER, user_assertion  # noqa: E402
 from ui.gateway_client import GatewayClient  # noqa: E402
 from ui.rendering import TemporalLinks  # noqa: E402
 from ui.settings import get_settings  # noqa: E402
@@ -40,6 +42,7 @@ from ui.turns import (  # noqa: E402
     message_from_step,
     retry_action,
 )
+from ui.users import check_login, load_users  # noqa: E402
 
 # Chainlit sends a resumed thread's saved messages right after ``on_chat_resume``
 # returns; followers of unfinished turns wait this long so their updates come after.
@@ -75,7 +78,7 @@ def _runner_for(reply: cl.Message, record: TurnRecord) -> TurnRunner:
     return TurnRunner(
         reply=reply,
         record=record,
-        gateway=gateway(),
+        gateway=user_gateway(),
         links=links,
         update_interval_s=settings.ui_update_interval_s,
         reconnect_give_up_s=settings.ui_reconnect_give_up_s,
@@ -107,13 +110,68 @@ def data_layer() -> ChainlitDataLayer:
 
 @cl.password_auth_callback
 async def password_login(username: str, password: str) -> cl.User | None:
-    """The one user configured by ``UI_USERNAME`` / ``UI_PASSWORD``."""
-    expected_password = settings.ui_password.get_secret_value()
+    """A user of ``UI_USERS_FILE`` (scrypt hashes, read at each login so an added user
+    can log in at once), or the one of ``UI_USERNAME`` / ``UI_PASSWORD``."""
+    users = await asyncio.to_thread(load_users, settings.ui_users_file)
+    if username in users:
+        ok = await asyncio.to_thread(check_login, users, username, password)
+        return cl.User(identifier=username, metadata={"provider": "credentials"}) if ok else None
+    expected = settings.ui_password
+    if expected is None:
+        await asyncio.to_thread(check_login, {}, username, password)  # same time either way
+        return None
     user_ok = hmac.compare_digest(username.encode(), settings.ui_username.encode())
-    password_ok = hmac.compare_digest(password.encode(), expected_password.encode())
+    password_ok = hmac.compare_digest(password.encode(), expected.get_secret_value().encode())
     if user_ok and password_ok:
         return cl.User(identifier=username, metadata={"provider": "credentials"})
     return None
+
+
+if settings.ui_trusted_user_header:
+    _TRUSTED_HEADER = settings.ui_trusted_user_header.lower()
+
+    @cl.header_auth_callback
+    async def header_login(headers: Any) -> cl.User | None:
+        """Behind an authenticating proxy: the user it names in UI_TRUSTED_USER_HEADER.
+        Only safe when nothing but that proxy can reach the UI (docs/security.md)."""
+        name = headers.get(_TRUSTED_HEADER)
+        return cl.User(identifier=name, metadata={"provider": "header"}) if name else None
+
+
+if any(key.startswith("OAUTH_") and key.endswith("_CLIENT_ID") for key in os.environ):
+
+    @cl.oauth_callback
+    async def oauth_login(
+        provider_id: str,
+        token: str,
+        raw_user_data: dict[str, str],
+        default_user: cl.User,
+        id_token: str | None = None,
+    ) -> cl.User | None:
+        """An OAuth/OIDC login (Chainlit's providers, configured by OAUTH_* variables):
+        the user is `<provider>:<the provider's identifier>`, so two providers' users of
+        the same name stay two people."""
+        return cl.User(
+            identifier=f"{provider_id}:{default_user.identifier}",
+            metadata={"provider": provider_id},
+        )
+
+
+def _assertion_headers(user: str) -> dict[str, str]:
+    secret = settings.user_assertion_secret
+    if secret is None:
+        return {}
+    return {HEADER: user_assertion(user, secret.get_secret_value().encode())}
+
+
+def user_gateway() -> GatewayClient:
+    """The gateway client acting for the person logged in to this session (with
+    USER_ASSERTION_SECRET; else the UI's own user, as before)."""
+    user = cl.context.session.user
+    if user is None or settings.user_assertion_secret is None:
+        return gateway()
+    identifier = user.identifier
+    return gateway().acting_for(lambda: _assertion_headers(identifier))
 
 
 async def _run_turn(runner: TurnRunner, work: Coroutine[Any, Any, None]) -> None:
@@ -143,7 +201,7 @@ async def on_message(message: cl.Message) -> None:
     """A new turn: one new ``ChatStreamingWorkflow``, keyed by this message's id."""
     runner = await TurnRunner.create(
         prompt_message_id=message.id,
-        gateway=gateway(),
+        gateway=user_gateway(),
         links=links,
         update_interval_s=settings.ui_update_interval_s,
         reconnect_give_up_s=settings.ui_reconnect_give_up_s,

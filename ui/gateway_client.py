@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,6 +219,9 @@ class GatewayClient:
     timeout_s: float = 10.0
     transport: httpx.AsyncBaseTransport | None = None
     api_key: str | None = field(default=None, repr=False)
+    user_headers: Callable[[], dict[str, str]] | None = field(default=None, repr=False)
+    """Headers added to every request, made per request: the signed assertion of the
+    person this client acts for (ui/assertions.py)."""
     _http: httpx.AsyncClient = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -227,6 +231,15 @@ class GatewayClient:
             transport=self.transport,
             headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else None,
         )
+
+    def acting_for(self, user_headers: Callable[[], dict[str, str]]) -> GatewayClient:
+        """A client for one person, sharing this one's connections (never close it)."""
+        clone = copy.copy(self)
+        clone.user_headers = user_headers
+        return clone
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {**(self.user_headers() if self.user_headers else {}), **(extra or {})}
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -246,7 +259,9 @@ class GatewayClient:
         self, method: str, path: str, *, json: Any = None, params: Any = None
     ) -> Any:
         try:
-            response = await self._http.request(method, path, json=json, params=params)
+            response = await self._http.request(
+                method, path, json=json, params=params, headers=self._headers()
+            )
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         _raise_for_status(response)
@@ -304,7 +319,7 @@ class GatewayClient:
         ``GatewayUnavailable``. Read it to its end: a response left half-read is closed
         later by the garbage collector, from another task, which httpcore cannot do.
         """
-        headers = {"Last-Event-ID": str(after)} if after else {}
+        headers = self._headers({"Last-Event-ID": str(after)} if after else None)
         timeout = httpx.Timeout(self.timeout_s, read=max(self.timeout_s, STREAM_READ_TIMEOUT_S))
         path = f"/api/workflows/{workflow_id}/events"
         try:

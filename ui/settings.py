@@ -8,7 +8,14 @@ Every field maps to the environment variable of the same name in upper case:
 - ``DATABASE_URL`` (``postgresql://postgres@127.0.0.1:5433/durable_chat``): the database of
   Chainlit's data layer (users, conversations, messages); the same one as the backend's.
 - ``CHAINLIT_AUTH_SECRET`` (required): signs Chainlit's login tokens.
-- ``UI_USERNAME`` (``admin``) and ``UI_PASSWORD`` (required): the one password login.
+- ``UI_USERNAME`` (``admin``) and ``UI_PASSWORD``: a password login from the environment
+  (optional when ``UI_USERS_FILE`` has users).
+- ``UI_USERS_FILE``: password users, names and scrypt hashes (``python -m ui.users add``).
+- ``UI_TRUSTED_USER_HEADER``: behind an authenticating proxy, the header naming the user
+  (e.g. ``X-Forwarded-User``): Chainlit's header login. OAuth/OIDC providers: Chainlit's
+  own ``OAUTH_*`` variables (docs/security.md).
+- ``USER_ASSERTION_SECRET``: signs the user assertion the UI sends the gateway with each
+  request, so the gateway sees the person, not the UI (the gateway has the same secret).
 - ``TEMPORAL_UI_URL`` (``http://localhost:8233``) and ``TEMPORAL_NAMESPACE`` (``default``):
   the links to each workflow's history.
 - ``UI_UPDATE_INTERVAL_S`` (``0.1``): shortest pause between two updates of a reply on
@@ -22,6 +29,7 @@ Every field maps to the environment variable of the same name in upper case:
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,7 +47,10 @@ class UISettings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5433/durable_chat"
     chainlit_auth_secret: SecretStr
     ui_username: str = "admin"
-    ui_password: SecretStr
+    ui_password: SecretStr | None = None
+    ui_users_file: Path | None = None
+    ui_trusted_user_header: str | None = None
+    user_assertion_secret: SecretStr | None = None
     temporal_ui_url: str = "http://localhost:8233"
     temporal_namespace: str = "default"
     ui_update_interval_s: float = Field(default=0.1, gt=0)

@@ -20,10 +20,12 @@ from playwright.async_api import Browser, Page, async_playwright
 from testing.keys import auth_headers
 from testing.stack import LocalStack, started
 from tests.browser.harness import (
+    ASSERTION_ENV,
     CHROMIUM,
     CHROMIUM_ARGS,
     MAX_PROMPT_CHARS,
     SLOW_SIMULATOR_ENV,
+    UI_USERNAME,
     ChainlitServer,
     logged_in,
     running_ui,
@@ -37,7 +39,7 @@ def browser_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSta
     local = LocalStack(
         workdir=workdir,
         simulator_env=SLOW_SIMULATOR_ENV,
-        app_env={"MAX_PROMPT_CHARS": str(MAX_PROMPT_CHARS)},
+        app_env={"MAX_PROMPT_CHARS": str(MAX_PROMPT_CHARS), **ASSERTION_ENV},
     )
     with started(local, workers=1):
         yield local
@@ -77,7 +79,10 @@ async def page(chromium: Browser, chainlit: ChainlitServer, tmp_path: Path) -> A
 @pytest.fixture
 async def stack_gateway(browser_stack: LocalStack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
-        base_url=browser_stack.gateway_url, timeout=30, headers=auth_headers("ui")
+        # as the person logged in to the UI: the chats it starts are theirs
+        base_url=browser_stack.gateway_url,
+        timeout=30,
+        headers=auth_headers(UI_USERNAME),
     ) as client:
         yield client
 

@@ -16,8 +16,9 @@ from playwright.async_api import Browser, Page
 
 from llm_simulator.text import simulated_tokens
 from testing.chats import wait_for
-from testing.keys import TEST_API_KEYS
+from testing.keys import TEST_API_KEYS, TEST_USER_ASSERTION_SECRET
 from testing.stack import LocalStack, ManagedProcess, free_port, http_ok
+from ui.users import add_user
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -35,6 +36,11 @@ SLOW_SIMULATOR_ENV = {"SIM_TTFT_MS": "300", "SIM_TOKENS_PER_SECOND": "50"}
 # Short enough that a test can send a prompt the gateway rejects (413).
 MAX_PROMPT_CHARS = 200
 UI_USERNAME = "browser-test"
+# A second person, from the users file (the first comes from UI_USERNAME/UI_PASSWORD).
+SECOND_USER = "browser-two"
+SECOND_PASSWORD = "second-user-password-0123"
+# The browser stack's gateway lets the UI's key act for the person logged in.
+ASSERTION_ENV = {"USER_ASSERTION_SECRET": TEST_USER_ASSERTION_SECRET, "UI_SERVICE_USERS": "ui"}
 TEMPORAL_UI_URL = "http://temporal-ui.test:8233"
 
 
@@ -58,8 +64,17 @@ class ChainlitServer:
     def username(self) -> str:
         return UI_USERNAME
 
+    @property
+    def users_file(self) -> Path:
+        path = self.log_dir / "ui-users.json"
+        if not path.exists():
+            add_user(path, SECOND_USER, SECOND_PASSWORD)
+        return path
+
     def env(self) -> dict[str, str]:
         return {
+            "UI_USERS_FILE": str(self.users_file),
+            "USER_ASSERTION_SECRET": TEST_USER_ASSERTION_SECRET,
             "GATEWAY_URL": self.stack.gateway_url,
             "GATEWAY_API_KEY": TEST_API_KEYS["ui"],
             "DATABASE_URL": self.stack.database_url,
@@ -130,16 +145,20 @@ def running_ui(stack: LocalStack, workdir: Path) -> Iterator[ChainlitServer]:
 
 @contextlib.asynccontextmanager
 async def logged_in(
-    browser: Browser, server: ChainlitServer, screenshot: Path
+    browser: Browser,
+    server: ChainlitServer,
+    screenshot: Path,
+    user: tuple[str, str] | None = None,
 ) -> AsyncIterator[Page]:
-    """A fresh browser context (no cookies) logged in to the UI as its user; a full-page
-    screenshot to `screenshot` at the end."""
+    """A fresh browser context (no cookies) logged in to the UI as its user (or as
+    `user`, a name and password); a full-page screenshot to `screenshot` at the end."""
+    name, password = user or (server.username, server.password)
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(30_000)
     tab = await context.new_page()
     await tab.goto(f"{server.url}/login")
-    await tab.fill("#email", server.username)
-    await tab.fill("#password", server.password)
+    await tab.fill("#email", name)
+    await tab.fill("#password", password)
     await tab.click("button[type=submit]")
     await tab.wait_for_selector("#chat-input")
     try:

@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.converter import DataConverter
 
 from testing.chats import wait_for
+from testing.keys import TEST_USER_ASSERTION_SECRET
 from testing.stack import LocalStack
 
 # A stalled stream (llama-server stopped mid-answer keeps it open, silent, ~30 s) is
@@ -18,6 +19,9 @@ from testing.stack import LocalStack
 IDLE_TIMEOUT_S = 10
 # Settings of the real-model stack's workers and gateway.
 REAL_MODEL_ENV = {
+    # The UI acts for the person logged in (tests/browser/harness.py has the same).
+    "USER_ASSERTION_SECRET": TEST_USER_ASSERTION_SECRET,
+    "UI_SERVICE_USERS": "ui",
     "LLM_STREAM_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
     # Chats started without max_tokens (the UI's) end sooner: about 5 s at ~40 tokens/s.
     "DEFAULT_MAX_TOKENS": "200",

@@ -23,7 +23,14 @@ from testing.chats import read_all_chunks, wait_for, wait_status
 from testing.keys import auth_headers
 from testing.oracle import unique_prompt
 from testing.stack import LocalStack
-from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ChainlitServer, logged_in, running_ui
+from tests.browser.harness import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    UI_USERNAME,
+    ChainlitServer,
+    logged_in,
+    running_ui,
+)
 from tests.browser.test_chat_ui import only_workflow, replies, send
 
 pytestmark = [pytest.mark.real_model, pytest.mark.browser]
@@ -51,9 +58,9 @@ async def page(chainlit: ChainlitServer, tmp_path: Path) -> AsyncIterator[Page]:
 
 @pytest.fixture
 async def ui_gateway(llm_stack: LocalStack) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway as the UI's user (the chats the UI starts are that user's)."""
+    """The gateway as the person logged in to the UI (the chats it starts are theirs)."""
     async with httpx.AsyncClient(
-        base_url=llm_stack.gateway_url, timeout=30, headers=auth_headers("ui")
+        base_url=llm_stack.gateway_url, timeout=30, headers=auth_headers(UI_USERNAME)
     ) as client:
         yield client
 
