@@ -15,6 +15,7 @@ from testing.chats import generations_for, start_chat, wait_for, wait_status
 from testing.keys import auth_headers
 from testing.oracle import prompt_ending
 from testing.stack import LocalStack, free_port
+from ui.assertions import HEADER, user_assertion
 
 
 def _client(url: str, user: str) -> httpx.AsyncClient:
@@ -124,3 +125,35 @@ async def test_user_scoped_cache_shares_nothing_between_users(
     finally:
         process.stop()
         worker.stop()
+
+
+async def test_only_the_ui_key_may_act_for_a_user_with_a_valid_assertion(
+    fleet: LocalStack,
+) -> None:
+    secret = b"assertion-secret-for-this-test-0123"
+    process, url = fleet.start_extra_gateway(
+        {"USER_ASSERTION_SECRET": secret.decode(), "UI_SERVICE_USERS": "ui"}
+    )
+    try:
+        good = {HEADER: user_assertion("alice@example", secret)}
+        async with _client(url, "ui") as ui, _client(url, "tester") as tester:
+            started = await ui.post(
+                "/api/workflows/start", json={"prompt": "hi", "max_tokens": 5}, headers=good
+            )
+            assert started.status_code == 202, started.text
+            workflow_id = started.json()["workflow_id"]
+            # The chat is alice's: the UI's key alone does not see it, alice through it does.
+            assert (await ui.get(f"/api/workflows/{workflow_id}/status")).status_code == 404
+            mine = await ui.get(f"/api/workflows/{workflow_id}/status", headers=good)
+            assert mine.status_code == 200
+            refused = {
+                "another key": (tester, good),
+                "forged": (ui, {HEADER: user_assertion("alice@example", b"wrong-secret")}),
+                "expired": (ui, {HEADER: user_assertion("alice@example", secret, now=0)}),
+                "malformed": (ui, {HEADER: "v1.nope"}),
+            }
+            for why, (client, headers) in refused.items():
+                answer = await client.get("/api/stats", headers=headers)
+                assert answer.status_code == 401, (why, answer.text)
+    finally:
+        process.stop()

@@ -74,7 +74,12 @@ class ChainlitServer:
     def env(self) -> dict[str, str]:
         return {
             "UI_USERS_FILE": str(self.users_file),
-            "USER_ASSERTION_SECRET": TEST_USER_ASSERTION_SECRET,
+            # The UI acts for the person only where the stack's gateway accepts it.
+            **(
+                {"USER_ASSERTION_SECRET": TEST_USER_ASSERTION_SECRET}
+                if "USER_ASSERTION_SECRET" in self.stack.app_env
+                else {}
+            ),
             "GATEWAY_URL": self.stack.gateway_url,
             "GATEWAY_API_KEY": TEST_API_KEYS["ui"],
             "DATABASE_URL": self.stack.database_url,

@@ -19,10 +19,10 @@ from playwright.async_api import Page, async_playwright
 
 from testing.chats import wait_for
 from testing.stack import ROOT, LocalStack
-from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ChainlitServer
+from tests.browser.harness import ASSERTION_ENV, CHROMIUM, CHROMIUM_ARGS, ChainlitServer
 
 # Short answers (about 110 tokens) so a whole one fits on the screen.
-APP_ENV = {"DEFAULT_MAX_TOKENS": "110"}
+APP_ENV = {"DEFAULT_MAX_TOKENS": "110", **ASSERTION_ENV}
 SIMULATOR_ENV = {"SIM_TTFT_MS": "200", "SIM_TOKENS_PER_SECOND": "150"}
 PROMPTS = [
     "What makes an answer durable?",

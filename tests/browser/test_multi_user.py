@@ -5,6 +5,7 @@ resumes after F5 for its owner."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import asyncpg
@@ -13,7 +14,7 @@ import pytest
 from playwright.async_api import Browser
 
 from testing.chats import wait_for
-from testing.keys import auth_headers
+from testing.keys import TEST_USER_ASSERTION_SECRET, auth_headers
 from testing.stack import LocalStack
 from tests.browser.harness import (
     SECOND_PASSWORD,
@@ -84,3 +85,30 @@ async def test_two_users_at_once_see_and_resume_only_their_own(
         await second.wait_for_timeout(2000)
         shown = await chat_text(second)
         assert mine.prompt not in shown
+
+
+async def test_ui_passwords_and_user_assertions_never_reach_logs(
+    chromium: Browser,
+    chainlit: ChainlitServer,
+    browser_stack: LocalStack,
+    stack_gateway: httpx.AsyncClient,
+    stack_db: asyncpg.Pool,
+    tmp_path: Path,
+) -> None:
+    async with logged_in(
+        chromium, chainlit, tmp_path / "final.png", (SECOND_USER, SECOND_PASSWORD)
+    ) as page:
+        async with httpx.AsyncClient(
+            base_url=browser_stack.gateway_url, timeout=30, headers=auth_headers(SECOND_USER)
+        ) as gateway:
+            await send_and_wait_until_running(page, gateway, stack_db, "Secret-free logs")
+    # Every assertion for this user starts with this (ui/assertions.py).
+    assertion = "v1." + base64.urlsafe_b64encode(SECOND_USER.encode()).decode().rstrip("=") + "."
+    secrets = [chainlit.password, SECOND_PASSWORD, TEST_USER_ASSERTION_SECRET, assertion]
+    logs = [p.log_path for p in browser_stack.processes] + list(chainlit.log_dir.glob("*.log"))
+    for path in logs:
+        text = path.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in text, f"{secret[:6]}… appears in {path.name}"
+    users = (chainlit.log_dir / "ui-users.json").read_text()
+    assert SECOND_PASSWORD not in users and "scrypt$" in users  # a hash, never the password

@@ -26,7 +26,7 @@ from playwright.async_api import Page
 from testing.chats import generations_for, read_all_chunks, wait_for, wait_status
 from testing.oracle import expected_answer, prompt_ending
 from testing.stack import LocalStack, started
-from tests.browser.harness import ChainlitServer, running_ui
+from tests.browser.harness import ASSERTION_ENV, ChainlitServer, running_ui
 from tests.browser.test_chat_ui import (
     REPLY,
     normalized,
@@ -54,6 +54,7 @@ OUTAGE_TOLERANCE_S = 3
 APP_ENV = {
     "DEFAULT_MAX_TOKENS": str(MAX_TOKENS),
     "LLM_OUTAGE_TOLERANCE_S": str(OUTAGE_TOLERANCE_S),
+    **ASSERTION_ENV,
 }
 # About 4 s per answer: long enough to reload the page while one is written.
 SIMULATOR_ENV = {"SIM_TTFT_MS": "300", "SIM_TOKENS_PER_SECOND": "30"}
