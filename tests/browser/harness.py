@@ -55,6 +55,7 @@ class ChainlitServer:
     auth_secret: str = field(default_factory=lambda: secrets.token_urlsafe(48))
     process: ManagedProcess | None = None
     starts: int = 0
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -91,6 +92,7 @@ class ChainlitServer:
             "TEMPORAL_UI_URL": TEMPORAL_UI_URL,
             "TEMPORAL_NAMESPACE": "default",
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
 
     def start(self) -> None:

@@ -15,6 +15,7 @@ from playwright.async_api import Browser
 
 from testing.chats import wait_for
 from testing.keys import TEST_USER_ASSERTION_SECRET, auth_headers
+from testing.oracle import unique_prompt
 from testing.stack import LocalStack
 from tests.browser.harness import (
     SECOND_PASSWORD,
@@ -26,7 +27,9 @@ from tests.browser.harness import (
 from tests.browser.test_chat_ui import (
     assert_answered_once,
     chat_text,
+    send,
     send_and_wait_until_running,
+    workflow_ids,
 )
 
 pytestmark = pytest.mark.browser
@@ -112,3 +115,28 @@ async def test_ui_passwords_and_user_assertions_never_reach_logs(
             assert secret not in text, f"{secret[:6]}… appears in {path.name}"
     users = (chainlit.log_dir / "ui-users.json").read_text()
     assert SECOND_PASSWORD not in users and "scrypt$" in users  # a hash, never the password
+
+
+async def test_behind_a_proxy_the_header_names_the_user(
+    chromium: Browser,
+    browser_stack: LocalStack,
+    stack_db: asyncpg.Pool,
+    tmp_path: Path,
+) -> None:
+    """UI_TRUSTED_USER_HEADER: Chainlit's header login with the user an authenticating
+    proxy names (played here by the browser sending the header)."""
+    server = ChainlitServer(
+        browser_stack, tmp_path, extra_env={"UI_TRUSTED_USER_HEADER": "X-Forwarded-User"}
+    )
+    server.start()
+    context = await chromium.new_context(extra_http_headers={"X-Forwarded-User": "proxy-user"})
+    try:
+        page = await context.new_page()
+        await page.goto(server.url)
+        await page.wait_for_selector("#chat-input", timeout=30_000)  # no login form
+        conversation_id = await send(page, unique_prompt("Through the proxy"))
+        [workflow_id] = await wait_for(lambda: workflow_ids(stack_db, conversation_id), 30)
+        assert await _owner(stack_db, workflow_id) == "proxy-user"
+    finally:
+        await context.close()
+        server.stop()
