@@ -19,7 +19,7 @@ from sse_starlette import EventSourceResponse
 from api import chats
 from api.auth import CurrentUser
 from api.errors import openai_error_body
-from api.routes.responses import IdempotencyKey, v1_of
+from api.routes.responses import SSE_HEADERS, IdempotencyKey, v1_of
 from api.schemas import JSON_OR_SSE, V1_ERROR_RESPONSES
 from api.v1 import service
 from api.v1.objects import (
@@ -43,8 +43,6 @@ from common.errors import ChatNotFoundError, InvalidRequestError
 from storage import ResponseRow
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=V1_ERROR_RESPONSES)
-
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def _asked(request: Request, body: ChatCompletionBody) -> Asked:
@@ -107,7 +105,7 @@ async def create_chat_completion(
     model = row.params["model"]
     if body.stream:
         chunks = _chunks(v1, row, created, model, body.include_usage)
-        return EventSourceResponse(chunks, ping=15, headers={**_SSE_HEADERS, **headers})
+        return EventSourceResponse(chunks, ping=15, headers={**SSE_HEADERS, **headers})
     status, text = await service.wait_for_end(v1, row)
     outcome = outcome_of(status)
     if not outcome.answered:

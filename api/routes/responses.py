@@ -37,7 +37,7 @@ router = APIRouter(prefix="/v1", tags=["openai-compatible"], responses=V1_ERROR_
 
 ResponseId = Annotated[str, Path(max_length=200)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def v1_of(request: Request) -> service.V1:
@@ -60,7 +60,7 @@ def sse(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
         async for event in events:
             yield {"event": event["type"], "data": json.dumps(event, ensure_ascii=False)}
 
-    return EventSourceResponse(frames(), ping=15, headers=_SSE_HEADERS)
+    return EventSourceResponse(frames(), ping=15, headers=SSE_HEADERS)
 
 
 async def _asked(v1: service.V1, user: str, body: ResponseCreateBody) -> Asked:
