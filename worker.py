@@ -33,6 +33,7 @@ from activities.retention import RetentionActivities, ensure_retention_schedule
 from activities.validation import validate_prompt
 from common.closes import current_run_id, run_state
 from common.contract import (
+    ACTIVITY_TASK_POLLS,
     GRACEFUL_SHUTDOWN,
     MAX_HEARTBEAT_THROTTLE,
     STICKY_SCHEDULE_TO_START,
@@ -184,6 +185,7 @@ async def run_worker(index: int = 1) -> None:
         interceptors=[_BindActivityContext(identity)],
         max_concurrent_activities=settings.worker_max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        max_concurrent_activity_task_polls=ACTIVITY_TASK_POLLS,
         sticky_queue_schedule_to_start_timeout=STICKY_SCHEDULE_TO_START,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         max_heartbeat_throttle_interval=MAX_HEARTBEAT_THROTTLE,

@@ -35,6 +35,10 @@ STICKY_SCHEDULE_TO_START = timedelta(seconds=1)
 # Heartbeat details reach the server at most this late (the SDK default is up to 80% of
 # the heartbeat timeout): a resumable generation's resume point must not lag behind.
 MAX_HEARTBEAT_THROTTLE = timedelta(seconds=1)
+# Activity polls each worker keeps open at the server (the SDK's default). A worker that
+# freezes (SIGSTOP, a stalled VM) leaves them open: the server hands each of them a task
+# it cannot run, which then times out. Retry budgets count them (workflows/policies.py).
+ACTIVITY_TASK_POLLS = 5
 # On SIGTERM, in-flight activities get this long to finish before they are cancelled.
 GRACEFUL_SHUTDOWN = timedelta(seconds=5)
 

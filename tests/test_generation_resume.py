@@ -156,12 +156,25 @@ async def test_a_frozen_worker_does_not_cancel_the_generation_its_successor_resu
         await asyncio.sleep(0.5)  # streaming
         os.kill(frozen.pid, signal.SIGSTOP)
         try:
-            # past the 3 s heartbeat timeout: the next attempt starts on the other worker
+            # past the 3 s heartbeat timeout the next attempt starts, but the server may
+            # hand it (and the next ones) to a poll the frozen worker left open, where it
+            # times out again: one attempt per open poll, up to about 80 s in all
+            attempts: list[tuple[int, int, str]] = []  # (attempt, state, worker), as seen
+
             async def resumed_elsewhere() -> bool:
+                description = await handle.describe()
+                for pending in description.raw_description.pending_activities:
+                    if pending.activity_type.name == "generate_full_text":
+                        seen = (pending.attempt, pending.state, pending.last_worker_identity)
+                        if not attempts or attempts[-1] != seen:
+                            attempts.append(seen)
                 current = await _generating_worker(handle)
                 return current is not None and current != identity
 
-            await wait_for(resumed_elsewhere, timeout_s=30, interval_s=0.1)
+            try:
+                await wait_for(resumed_elsewhere, timeout_s=100, interval_s=0.1)
+            except TimeoutError:
+                raise AssertionError(f"frozen {identity}; attempts seen: {attempts}") from None
             await asyncio.sleep(0.5)
         finally:
             os.kill(frozen.pid, signal.SIGCONT)  # it wakes and learns its attempt timed out

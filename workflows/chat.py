@@ -58,6 +58,9 @@ PATCH_PROVIDER_ENDS = "provider-ends-1"
 # chat's first workflow task (markers in the history, shown in the Temporal UI), and the
 # answer is remembered while the chat's end is recorded (docs/benchmarks.md, load).
 PATCH_FAST_PATH = "fast-path-1"
+# A worker that freezes can swallow one generation attempt per activity poll it holds:
+# chats get that many more attempts (workflows/policies.py, GENERATE_RETRY).
+PATCH_FROZEN_WORKER_RETRIES = "frozen-worker-retries-1"
 
 # Activities whose results a resuming worker takes from the history, by stage.
 _DONE_BEFORE: dict[Stage, tuple[str, ...]] = {
@@ -146,7 +149,11 @@ class ChatStreamingWorkflow:
                 ),
                 start_to_close_timeout=policies.GENERATE_TIMEOUT,
                 heartbeat_timeout=policies.GENERATE_HEARTBEAT_TIMEOUT,
-                retry_policy=policies.GENERATE_RETRY,
+                retry_policy=(
+                    policies.GENERATE_RETRY
+                    if workflow.patched(PATCH_FROZEN_WORKER_RETRIES)
+                    else policies.GENERATE_RETRY_V1
+                ),
                 summary=f"generate_full_text ({request.model}, ≤{request.max_tokens} tokens)",
             )
 

@@ -29,6 +29,8 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
+from common.contract import ACTIVITY_TASK_POLLS
+
 # validate_prompt: pure CPU work of microseconds; a timeout only means a dead worker.
 VALIDATE_TIMEOUT = timedelta(seconds=5)
 VALIDATE_RETRY = RetryPolicy(
@@ -42,11 +44,26 @@ VALIDATE_RETRY = RetryPolicy(
 # heartbeat instead (heartbeats are sent while tokens arrive).
 GENERATE_TIMEOUT = timedelta(minutes=10)
 GENERATE_HEARTBEAT_TIMEOUT = timedelta(seconds=3)
+#
+# Attempts: six for provider trouble (about a minute before the chat fails), plus one
+# for each activity poll a frozen worker still holds at the server. Such a worker's
+# attempt misses its heartbeats, and the server can hand each retry to one of its open
+# polls, where it times out again (seen in tests/test_generation_resume.py: attempts 2
+# and 3 went to the frozen worker). With six attempts, a worker frozen for a minute
+# could use them all up and fail a chat whose provider was fine.
 GENERATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=6,  # about a minute of provider trouble before the chat fails
+    maximum_attempts=6 + ACTIVITY_TASK_POLLS,
+    non_retryable_error_types=["ProviderRejectedError"],
+)
+# The policy of chats started before PATCH_FROZEN_WORKER_RETRIES (workflows/chat.py).
+GENERATE_RETRY_V1 = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
     non_retryable_error_types=["ProviderRejectedError"],
 )
 
