@@ -175,6 +175,7 @@ async def run_worker(index: int = 1) -> None:
             generation.generate_full_text,
             checkpoints.save_chunk,
             checkpoints.record_generation,
+            generation.collect_shown_answer,
             cache.claim_or_reuse_answer,
             cache.remember_answer,
             cache.release_answer_claim,

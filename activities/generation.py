@@ -14,9 +14,17 @@ from temporalio import activity
 from activities.billing import CallLedger, estimate_prompt_tokens, estimate_tokens
 from activities.drafts import DraftPublisher
 from activities.provider import ProviderLimits, ProviderTrouble, next_within, provider_errors
-from activities.resumable import generate_resumable, heartbeat_details
+from activities.resumable import cancel_at_provider, generate_resumable, heartbeat_details
 from common import metrics
-from common.models import FinishReason, GeneratedText, GenerationMode, GenerationRequest, Usage
+from common.models import (
+    FinishReason,
+    GeneratedText,
+    GenerationMode,
+    GenerationRequest,
+    ShownAnswer,
+    StopToKeep,
+    Usage,
+)
 from common.pricing import ModelPrice
 from storage import ChatStore, LlmCallStore
 
@@ -125,6 +133,32 @@ class GenerationActivities:
         tokens.add(generated.usage.prompt_tokens, {"kind": "prompt"})
         tokens.add(generated.usage.completion_tokens, {"kind": "completion"})
         return generated
+
+    @activity.defn(name="collect_shown_answer")
+    async def collect_shown_answer(self, stop: StopToKeep) -> ShownAnswer:
+        """What a stopped chat's viewers had seen, to keep as its answer, and its bill.
+
+        Runs once its generation has ended: the workflow waited for the cancellation to
+        complete, or for the attempt of a worker that died meanwhile to time out. Such a
+        generation may still run at the provider, unseen: it is cancelled there, and its
+        call is closed with tokens estimated from the text it had shown. The text after
+        a `stopping` event reached no viewer and is left out (common.preview). A retry
+        or a second worker reads the same text.
+        """
+        open_calls = await self._calls.open_calls(stop.workflow_id, except_key=None)
+        for call in open_calls:
+            if call.mode == GenerationMode.RESUME.value:
+                await cancel_at_provider(self._client, call.call_key)
+        if open_calls:
+            ledger = CallLedger(self._calls, self._prices, stop.workflow_id, 0, "", "", 0)
+            await ledger.close_interrupted(
+                except_key=None, error="stopped while the worker running it was gone"
+            )
+        text, usage, model = await self._store.shown_answer(stop.workflow_id)
+        log.info(
+            "stopped answer collected", chars=len(text), completion_tokens=usage.completion_tokens
+        )
+        return ShownAnswer(text=text, usage=usage, model=model or "")
 
     async def _stream(
         self, request: GenerationRequest, drafts: DraftPublisher, ledger: CallLedger

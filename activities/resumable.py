@@ -177,7 +177,7 @@ async def generate_resumable(
         except asyncio.CancelledError:
             if drafts.response_id is not None and await asyncio.shield(_chat_no_longer_wants_it()):
                 # the chat was cancelled or reset: stop paying for it
-                await asyncio.shield(_cancel_at_provider(client, drafts.response_id))
+                await asyncio.shield(cancel_at_provider(client, drafts.response_id))
                 await asyncio.shield(
                     ledger.finish(drafts.response_id, "cancelled", usage=None, chars=drafts.chars)
                 )
@@ -387,7 +387,7 @@ async def _settle(
         waited = time.time() - float(response.created_at)
         if waited < limits.queued_timeout_s:
             return None
-        await _cancel_at_provider(client, response.id)
+        await cancel_at_provider(client, response.id)
         await ledger.finish(response.id, "cancelled", usage=Usage(), chars=0)
         raise QueuedTooLong(
             f"The LLM provider kept the generation queued for {waited:.0f} s without starting "
@@ -428,7 +428,7 @@ async def _chat_no_longer_wants_it() -> bool:
     return not (still_this_run and description.status is WorkflowExecutionStatus.RUNNING)
 
 
-async def _cancel_at_provider(client: openai.AsyncOpenAI, response_id: str) -> None:
+async def cancel_at_provider(client: openai.AsyncOpenAI, response_id: str) -> None:
     try:
         await client.responses.cancel(response_id)
         log.info("generation cancelled at the provider", response_id=response_id)

@@ -43,6 +43,7 @@ from common.errors import (
 )
 from common.history import recent_turns
 from common.models import ChatRequest, FinishReason, Progress, ReconcileRequest, Stage, Turn
+from common.preview import STOPPING_EVENT
 from common.settings import Settings
 from storage import ChatStore, GenerationRow, LimitsStore
 
@@ -380,8 +381,13 @@ async def chunk_page(
     )
 
 
-async def cancel_chat(client: Client, workflow_id: str) -> str:
-    """Request cancellation; saved chunks stay. Returns the status to report."""
+async def cancel_chat(client: Client, store: ChatStore, workflow_id: str) -> str:
+    """Stop a chat; saved chunks stay. Returns the status to report.
+
+    First a `stopping` event goes into the chat's log: the text viewers had when it was
+    written is the text a chat stopped mid-answer keeps (common.preview), and they show
+    nothing streamed after it. Then Temporal is asked to cancel the workflow, which ends
+    the generation at the provider and saves that text (workflows/chat.py)."""
     handle = client.get_workflow_handle(workflow_id)
     try:
         description = await handle.describe(rpc_timeout=timedelta(seconds=2))
@@ -391,6 +397,12 @@ async def cancel_chat(client: Client, workflow_id: str) -> str:
                 if description.status
                 else "unknown"
             )
+        try:
+            await store.append_event(workflow_id, STOPPING_EVENT, {"by": "user"})
+        except LookupError:
+            pass  # no record yet (nothing shown), or the chat has just ended
+        except _DB_ERRORS as err:  # the stop goes on: the whole preview is kept instead
+            log.warning("stop not marked in the chat's log", error=str(err))
         await handle.cancel()
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
@@ -509,6 +521,8 @@ def status_from_row(
 
 def _notice(row: GenerationRow) -> str | None:
     """What a person should know about how the answer ended."""
+    if row.stage is Stage.STOPPED:
+        return "Stopped: the answer is kept as it was when it was stopped."
     if row.finish_reason == FinishReason.LENGTH:
         tokens = f"{row.completion_tokens} tokens" if row.completion_tokens else "the token limit"
         return f"Cut at {tokens}: the answer reached max_tokens before it ended."

@@ -22,7 +22,9 @@ RETENTION_SCHEDULE_ID = "durable-chat-responses-retention"
 # The SSE event types that end a chat's stream (`GET /api/workflows/{id}/events`): the
 # chat's own ends, and those the reconciler writes after an operator's terminate or a
 # timeout. The UI, a client of the HTTP API only, knows them from the API's docs.
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "terminated", "timed_out"})
+TERMINAL_EVENTS = frozenset(
+    {"completed", "failed", "cancelled", "stopped", "terminated", "timed_out"}
+)
 
 # Workflow tasks of a chat take milliseconds (replaying a maximal history: well under a
 # second), so 2 s only ever expires for a worker that died holding one (set at start).

@@ -21,6 +21,10 @@ class Stage(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    """Cancelled before the answer had any text: nothing is kept."""
+    STOPPED = "stopped"
+    """Stopped by its user (or any cancel) while the answer was being written: the text
+    shown up to the stop is kept as the answer's chunks."""
     TERMINATED = "terminated"
     """Ended by an operator (Terminate in the Temporal UI or CLI); written by the reconciler."""
     TIMED_OUT = "timed_out"
@@ -32,7 +36,14 @@ class Stage(StrEnum):
 
 
 _FINAL_STAGES = frozenset(
-    {Stage.COMPLETED, Stage.FAILED, Stage.CANCELLED, Stage.TERMINATED, Stage.TIMED_OUT}
+    {
+        Stage.COMPLETED,
+        Stage.FAILED,
+        Stage.CANCELLED,
+        Stage.STOPPED,
+        Stage.TERMINATED,
+        Stage.TIMED_OUT,
+    }
 )
 
 
@@ -106,6 +117,13 @@ class ChatRequest:
     generation_mode: GenerationMode = GenerationMode.RESTART
     retry_of: str | None = None
     """The failed chat this one retries (POST /api/workflows/{id}/retry)."""
+    parent_id: str | None = None
+    """The chat whose answer this turn follows in its branch of the conversation (None:
+    the first turn)."""
+    variant_of: str | None = None
+    """Regenerate or edit: the chat this one is another version of (the same parent)."""
+    continues: str | None = None
+    """Continue: the chat whose cut or stopped answer this one carries on."""
 
 
 @dataclass
@@ -212,6 +230,26 @@ class GenerationUpdate:
     finish_reason: str | None = None
     error_type: str | None = None
     retry_of: str | None = None
+    parent_id: str | None = None
+    variant_of: str | None = None
+    continues: str | None = None
+
+
+@dataclass
+class StopToKeep:
+    """A chat cancelled while its answer was being written: keep what was shown."""
+
+    workflow_id: str
+
+
+@dataclass
+class ShownAnswer:
+    """The text a stopped chat's viewers had seen (its live preview up to the stop), and
+    what the provider billed for it (estimated when it reported nothing)."""
+
+    text: str
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
 
 
 @dataclass

@@ -12,7 +12,8 @@ from typing import Any
 import asyncpg
 import structlog
 
-from common.models import GenerationUpdate, Stage, Turn
+from common.models import GenerationUpdate, Stage, Turn, Usage
+from common.preview import STOPPING_EVENT, shown_preview
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +76,9 @@ class GenerationRow:
     finish_reason: str | None = None
     error_type: str | None = None
     retry_of: str | None = None
+    parent_id: str | None = None
+    variant_of: str | None = None
+    continues: str | None = None
     llm_calls: int = 0
     billed_prompt_tokens: int = 0
     billed_completion_tokens: int = 0
@@ -102,10 +106,11 @@ _UPSERT_GENERATION = """
         workflow_id, stage, conversation_id, user_id, prompt, model, provider,
         total_chunks, prompt_tokens, completion_tokens, error, completed_at,
         cache_key, cache_hit, cached_from, saved_ms, saved_usd, cost_usd, generation_mode,
-        finish_reason, error_type, retry_of, run_id)
+        finish_reason, error_type, retry_of, run_id, parent_id, variant_of, continues)
     VALUES ($1, $2, $3, COALESCE($4, 'anonymous'), COALESCE($5, ''), $6, $7,
             $8, $9, $10, $11, CASE WHEN $2 = ANY($12::text[]) THEN now() END,
-            $13, COALESCE($14, false), $15, $16, $17, $18, $19, $20, $21, $22, $23)
+            $13, COALESCE($14, false), $15, $16, $17, $18, $19, $20, $21, $22, $23,
+            $24, $25, $26)
     ON CONFLICT (workflow_id) DO UPDATE SET
         stage             = CASE WHEN g.stage = ANY($12::text[]) THEN g.stage
                                  ELSE EXCLUDED.stage END,
@@ -129,7 +134,10 @@ _UPSERT_GENERATION = """
         generation_mode   = COALESCE($19, g.generation_mode),
         finish_reason     = COALESCE($20, g.finish_reason),
         error_type        = COALESCE($21, g.error_type),
-        retry_of          = COALESCE($22, g.retry_of)
+        retry_of          = COALESCE($22, g.retry_of),
+        parent_id         = COALESCE($24, g.parent_id),
+        variant_of        = COALESCE($25, g.variant_of),
+        continues         = COALESCE($26, g.continues)
 """
 
 
@@ -160,6 +168,9 @@ def _upsert_args(
         update.error_type,
         update.retry_of,
         run_id,
+        update.parent_id,
+        update.variant_of,
+        update.continues,
     )
 
 
@@ -659,6 +670,35 @@ class ChatStore:
                 values[money] = float(values[money])
         return GenerationRow(**values)
 
+    async def shown_answer(self, workflow_id: str) -> tuple[str, Usage, str | None]:
+        """What a stopped chat's viewers had seen (common.preview), what its current
+        run's LLM calls were billed, and the model they reported."""
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT type, data FROM chat_events WHERE workflow_id = $1"
+                " AND type IN ('delta', 'reset', $2) ORDER BY seq",
+                workflow_id,
+                STOPPING_EVENT,
+            )
+            billed = await conn.fetchrow(
+                """
+                SELECT coalesce(sum(l.prompt_tokens), 0) AS prompt_tokens,
+                       coalesce(sum(l.completion_tokens), 0) AS completion_tokens,
+                       coalesce(bool_or(l.usage_estimated), false) AS estimated,
+                       max(l.model) AS model
+                FROM llm_calls l JOIN generations g USING (workflow_id)
+                WHERE l.workflow_id = $1 AND l.run_id = g.run_id
+                """,
+                workflow_id,
+            )
+        text = shown_preview((r["type"], json.loads(r["data"])) for r in rows)
+        usage = Usage(
+            int(billed["prompt_tokens"]),
+            int(billed["completion_tokens"]),
+            estimated=bool(billed["estimated"]),
+        )
+        return text, usage, billed["model"]
+
     async def get_chunks(self, workflow_id: str, from_id: int, limit: int = 500) -> list[ChunkRow]:
         """Chunks `from_id`, `from_id + 1`, ... up to the first one not saved yet.
 
@@ -691,7 +731,7 @@ class ChatStore:
                    (SELECT string_agg(c.text, '' ORDER BY c.idx) FROM chunks c
                     WHERE c.workflow_id = g.workflow_id AND c.run_id = g.answer_run_id) AS answer
             FROM generations g
-            WHERE g.conversation_id = $1 AND g.user_id = $2 AND g.stage = 'completed'
+            WHERE g.conversation_id = $1 AND g.user_id = $2 AND g.stage IN ('completed', 'stopped')
             ORDER BY g.created_at
             """,
             conversation_id,

@@ -107,9 +107,12 @@ async def read_sse(
 
 
 def preview_text(events: list[dict[str, Any]]) -> str:
-    """What a viewer shows from live deltas: a `reset` drops the preview it had."""
+    """What a viewer shows from live deltas: a `reset` drops the preview it had, and
+    nothing after a `stopping` event is shown."""
     text = ""
     for event in events:
+        if event["event"] == "stopping":
+            break
         if event["event"] == "reset":
             text = ""
         elif event["event"] == "delta":

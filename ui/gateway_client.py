@@ -30,11 +30,13 @@ import httpx
 from httpx_sse import aconnect_sse
 
 TERMINAL_STATUSES = frozenset(
-    {"completed", "failed", "cancelled", "canceled", "terminated", "timed_out"}
+    {"completed", "failed", "cancelled", "canceled", "stopped", "terminated", "timed_out"}
 )
 # Event types that end a chat's stream; a workflow terminated or timed out in Temporal
 # ends without one (only its status says so).
-TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled", "terminated", "timed_out"})
+TERMINAL_EVENTS = frozenset(
+    {"completed", "failed", "cancelled", "stopped", "terminated", "timed_out"}
+)
 # The gateway sends a keep-alive comment every 15 s: a stream silent for longer is dead.
 STREAM_READ_TIMEOUT_S = 45.0
 

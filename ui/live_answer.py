@@ -11,7 +11,10 @@ Pure, no Chainlit and no I/O: ``LiveAnswer.apply`` takes the events of
   Temporal) drops the preview and the chunks: the new run's answer follows;
 - the *checkpointed* chunks (``chunk`` events, placed by index, they may arrive out
   of order): the durable answer;
-- the stage, the chunk count and, at the end, the outcome.
+- the stage, the chunk count and, at the end, the outcome;
+- a ``stopping`` event (someone stopped the chat) freezes the preview: a stopped answer
+  keeps exactly the text shown up to it (the gateway's common.preview has the same
+  rules), and what the LLM sent before it noticed the stop reached no one.
 
 ``text`` is what the reply shows: the contiguous checkpointed chunks from chunk 0,
 continued by the part of the preview beyond them. The checkpointed answer is the last
@@ -41,12 +44,17 @@ class LiveAnswer:
     restart_notes: list[str] = field(default_factory=list)
     outcome: str | None = None
     error: str | None = None
+    stopping: bool = False
 
     def apply(self, event: ChatEvent) -> None:
         data = event.data
-        if event.type == "stage":
+        if event.type == "stopping":
+            self.stopping = True
+        elif event.type == "stage":
             self.stage = _text(data.get("stage")) or self.stage
             self.total_chunks = _count(data.get("total_chunks")) or self.total_chunks
+        elif self.stopping and event.type == "delta":
+            return  # after the stop: the preview stays as it was shown
         elif event.type == "delta":
             self._add_delta(data.get("attempt"), data.get("offset"), data.get("text"))
         elif event.type == "reset" and data.get("scope") == "run":
@@ -54,11 +62,12 @@ class LiveAnswer:
             # (its chunks, from 0, and its own attempts), nothing of the old one stays.
             self.attempt = 0
             self.preview = ""
+            self.stopping = False
             self.chunks.clear()
             self.total_chunks = None
             self.outcome = self.error = None
             self.restart_notes.append(_text(data.get("reason")) or DEFAULT_RUN_RESET_NOTE)
-        elif event.type == "reset":
+        elif event.type == "reset" and not self.stopping:
             attempt = _count(data.get("attempt"))
             if attempt is not None and attempt < self.attempt:
                 return  # an older attempt's reset: the preview is already newer

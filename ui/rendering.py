@@ -178,9 +178,11 @@ def render_ended(
     outcome = answer.outcome or (status.status if status else "unknown")
     error = answer.error or (status.error if status else None)
     notice = ""
-    if outcome in ("cancelled", "canceled"):
-        kept = "what was saved is kept above." if text.strip() else "nothing was saved yet."
-        notice = f"**Stopped**: the workflow was cancelled; {kept}"
+    if outcome == "stopped":
+        notice = "*Stopped: the answer is kept as it was when it was stopped.*"
+    elif outcome in ("cancelled", "canceled"):
+        kept = "what was saved is kept above." if text.strip() else "no text had been written yet."
+        notice = f"**Stopped** before the answer began: {kept}"
     elif outcome == "failed":
         notice = f"**The answer failed**: {error or 'the workflow failed'}"
         if status is not None and status.retryable:

@@ -15,6 +15,7 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.cache import CacheActivities
@@ -38,7 +39,9 @@ with workflow.unsafe.imports_passed_through():
         GenerationUpdate,
         Progress,
         PromptToValidate,
+        ShownAnswer,
         Stage,
+        StopToKeep,
         Turn,
     )
     from workflows import policies
@@ -61,6 +64,10 @@ PATCH_FAST_PATH = "fast-path-1"
 # A worker that freezes can swallow one generation attempt per activity poll it holds:
 # chats get that many more attempts (workflows/policies.py, GENERATE_RETRY).
 PATCH_FROZEN_WORKER_RETRIES = "frozen-worker-retries-1"
+# A chat stopped while its answer was being written keeps the text its viewers had seen
+# (stage `stopped`): the workflow waits for the generation to end at the provider, then
+# checkpoints that text. A stop during checkpointing saves the whole answer.
+PATCH_STOP_KEEPS_TEXT = "stop-keeps-text-1"
 
 # Activities whose results a resuming worker takes from the history, by stage.
 _DONE_BEFORE: dict[Stage, tuple[str, ...]] = {
@@ -77,6 +84,8 @@ class ChatStreamingWorkflow:
         self._started_in_replay = False
         self._resume_logged = False
         self._cache_claim: CacheClaim | None = None
+        self._keeps_stopped_text = False
+        self._saved: set[int] = set()
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> Progress:
@@ -137,6 +146,7 @@ class ChatStreamingWorkflow:
                 local=fast,
             )
             generation_started = workflow.now()
+            self._keeps_stopped_text = workflow.patched(PATCH_STOP_KEEPS_TEXT)
             generated = await workflow.execute_activity_method(
                 GenerationActivities.generate_full_text,
                 GenerationRequest(
@@ -155,6 +165,13 @@ class ChatStreamingWorkflow:
                     else policies.GENERATE_RETRY_V1
                 ),
                 summary=f"generate_full_text ({request.model}, ≤{request.max_tokens} tokens)",
+                # A stop waits until the generation has ended at the provider, so no live
+                # text arrives after the text that is kept.
+                cancellation_type=(
+                    ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+                    if self._keeps_stopped_text
+                    else ActivityCancellationType.TRY_CANCEL
+                ),
             )
 
             generation_ms = int((workflow.now() - generation_started).total_seconds() * 1000)
@@ -173,7 +190,15 @@ class ChatStreamingWorkflow:
                     generation_mode=generated.mode,
                 ),
             )
-            await self._save_chunks(workflow_id, chunks, request.checkpoint_window)
+            try:
+                await self._save_chunks(workflow_id, chunks, request.checkpoint_window)
+            except asyncio.CancelledError:
+                if not self._keeps_stopped_text:
+                    raise
+                # Stopped after the provider had finished: the whole answer was shown,
+                # so the whole answer is kept.
+                workflow.logger.info("stop during checkpointing: the answer is saved whole")
+                await self._save_chunks(workflow_id, chunks, request.checkpoint_window)
             if (
                 cache_key is not None
                 and generated.finish_reason == FinishReason.CONTENT_FILTER
@@ -215,20 +240,65 @@ class ChatStreamingWorkflow:
                 finish_reason=generated.finish_reason,
             )
         except asyncio.CancelledError:
-            await self._finish(workflow_id, Stage.CANCELLED, "The chat was cancelled.")
+            await self._end_cancelled(workflow_id, request)
             raise
         except (ActivityError, ApplicationError) as err:
             # A local activity's failure arrives as the activity's own error, not
             # wrapped in an ActivityError (the validation in PATCH_FAST_PATH).
             if is_cancelled_exception(err):
-                await self._finish(workflow_id, Stage.CANCELLED, "The chat was cancelled.")
+                await self._end_cancelled(workflow_id, request)
                 raise
+            if self._keeps_stopped_text and _cancel_requested():
+                # Stopped, and the generation's worker died before it could end it: its
+                # attempt timed out (the server retries no attempt of an activity whose
+                # cancellation was asked). The stop still keeps what was shown.
+                await self._end_cancelled(workflow_id, request)
+                raise asyncio.CancelledError() from err
             message, error_type = _describe(err)
             stage = Stage.FAILED
             if error_type == "ProviderCancelledError" and workflow.patched(PATCH_PROVIDER_ENDS):
                 stage = Stage.CANCELLED
             await self._finish(workflow_id, stage, message, error_type)
             raise ApplicationError(message, type=error_type, non_retryable=True) from err
+
+    async def _end_cancelled(self, workflow_id: str, request: ChatRequest) -> None:
+        """A cancel (a user's stop, an API's cancel, an operator's): during generation the
+        text shown so far is kept as a `stopped` answer; otherwise, or with no text yet,
+        the chat ends `cancelled`."""
+        if self._keeps_stopped_text and self._progress.stage is Stage.GENERATING:
+            shown: ShownAnswer = await workflow.execute_activity_method(
+                GenerationActivities.collect_shown_answer,
+                StopToKeep(workflow_id=workflow_id),
+                start_to_close_timeout=policies.RECORD_TIMEOUT,
+                retry_policy=policies.RECORD_RETRY,
+                summary="collect_shown_answer (stopped: keep the text shown)",
+            )
+            if shown.text:
+                await self._keep_stopped(workflow_id, request, shown)
+                return
+        await self._finish(workflow_id, Stage.CANCELLED, "The chat was cancelled.")
+
+    async def _keep_stopped(
+        self, workflow_id: str, request: ChatRequest, shown: ShownAnswer
+    ) -> None:
+        """Checkpoint the text a stopped chat had shown, one save_chunk per chunk as for
+        any answer, then end `stopped`. It is never remembered by the answer cache."""
+        await self._release_cache_claim()
+        chunks = split_into_chunks(shown.text, request.chunk_target_chars)
+        self._progress.total_chunks = len(chunks)
+        await self._enter(
+            Stage.CHECKPOINTING,
+            GenerationUpdate(
+                workflow_id,
+                Stage.CHECKPOINTING,
+                model=shown.model or request.model,
+                total_chunks=len(chunks),
+                prompt_tokens=shown.usage.prompt_tokens,
+                completion_tokens=shown.usage.completion_tokens,
+            ),
+        )
+        await self._save_chunks(workflow_id, chunks, request.checkpoint_window)
+        await self._enter(Stage.STOPPED, GenerationUpdate(workflow_id, Stage.STOPPED))
 
     async def _reuse_or_claim(
         self, workflow_id: str, cache_key: str, request: ChatRequest
@@ -289,6 +359,8 @@ class ChatStreamingWorkflow:
         total = len(chunks)
 
         async def save(index: int, text: str) -> None:
+            if index in self._saved:
+                return  # saved before a stop that came during checkpointing
             async with window:
                 self._log_resume_once(f"chunk {index}")
                 await workflow.execute_activity_method(
@@ -300,6 +372,7 @@ class ChatStreamingWorkflow:
                     retry_policy=policies.SAVE_CHUNK_RETRY,
                     summary=f"save_chunk {index + 1}/{total}",
                 )
+                self._saved.add(index)
                 self._progress.chunks_saved += 1
                 workflow.metric_meter().create_counter(metrics.CHUNKS_SAVED).add(1)
                 self._progress.percent = round(100.0 * self._progress.chunks_saved / total, 1)
@@ -392,6 +465,13 @@ class ChatStreamingWorkflow:
             self._progress.chunks_saved,
             self._progress.total_chunks,
         )
+
+
+def _cancel_requested() -> bool:
+    """Whether the chat was asked to cancel (the workflow's main task was cancelled)
+    while it waited for an activity that then ended otherwise."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _all_of(*steps: Awaitable[Any]) -> None:

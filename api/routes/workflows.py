@@ -96,10 +96,11 @@ async def chunks(
 async def cancel(
     workflow_id: WorkflowId, user: CurrentUser, client: TemporalDep, store: StoreDep
 ) -> CancelResponse:
-    """Cancel a running chat; chunks already saved stay readable."""
+    """Stop a running chat. While its answer is being written, the text shown so far is
+    kept as its answer (stage `stopped`); before any text it ends `cancelled`."""
     await chats.ensure_owner(client, store, workflow_id, user)
     return CancelResponse(
-        workflow_id=workflow_id, status=await chats.cancel_chat(client, workflow_id)
+        workflow_id=workflow_id, status=await chats.cancel_chat(client, store, workflow_id)
     )
 
 

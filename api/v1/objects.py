@@ -92,7 +92,7 @@ def outcome_of(status: ChatStatus) -> Outcome:
         if status.finish_reason == "content_filter":
             return Outcome("incomplete", "content_filter", finish_reason="content_filter")
         return Outcome("completed", finish_reason="stop")
-    if state == "cancelled":
+    if state in ("cancelled", "stopped"):  # a stopped answer's text stays in `output`
         return Outcome("cancelled")
     code = "invalid_prompt" if status.error_type in _PROMPT_ERRORS else "server_error"
     message = status.error or f"The chat ended: {state}."

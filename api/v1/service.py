@@ -278,7 +278,7 @@ async def ensure_started(v1: V1, row: ResponseRow) -> None:
 
 async def cancel(v1: V1, row: ResponseRow) -> dict[str, Any]:
     """Cancel the chat, wait (briefly) for it to close, and return the response."""
-    await chats.cancel_chat(v1.client, row.workflow_id)
+    await chats.cancel_chat(v1.client, v1.store, row.workflow_id)
     try:
         await asyncio.wait_for(wait_for_end(v1, row), timeout=CANCEL_WAIT_S)
     except TimeoutError:

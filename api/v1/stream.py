@@ -27,6 +27,7 @@ import structlog
 
 from api.v1.objects import message_id_for, message_item, response_object, text_part
 from common.contract import TERMINAL_EVENTS
+from common.preview import STOPPING_EVENT
 from storage import ChatEvent, ResponseRow
 
 log = structlog.get_logger(__name__)
@@ -73,6 +74,8 @@ class AnswerText:
             self._open(out)
         elif event.type == "delta" and self._live and "response_id" in data:
             self._preview(int(data.get("offset", 0)), str(data.get("text", "")), out)
+        elif event.type == STOPPING_EVENT:
+            self._live = False  # nothing streamed after a stop is kept (common.preview)
         elif event.type == "reset":
             if data.get("scope") == "run":
                 self._chunks.clear()
