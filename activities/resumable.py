@@ -177,9 +177,9 @@ async def generate_resumable(
         except asyncio.CancelledError:
             if drafts.response_id is not None and await asyncio.shield(_chat_no_longer_wants_it()):
                 # the chat was cancelled or reset: stop paying for it
-                await asyncio.shield(cancel_at_provider(client, drafts.response_id))
+                billed = await asyncio.shield(cancel_at_provider(client, drafts.response_id))
                 await asyncio.shield(
-                    ledger.finish(drafts.response_id, "cancelled", usage=None, chars=drafts.chars)
+                    ledger.finish(drafts.response_id, "cancelled", usage=billed, chars=drafts.chars)
                 )
             raise
 
@@ -428,9 +428,16 @@ async def _chat_no_longer_wants_it() -> bool:
     return not (still_this_run and description.status is WorkflowExecutionStatus.RUNNING)
 
 
-async def cancel_at_provider(client: openai.AsyncOpenAI, response_id: str) -> None:
+async def cancel_at_provider(client: openai.AsyncOpenAI, response_id: str) -> Usage | None:
+    """Cancel a background response; the usage the provider reports for it, if any
+    (OpenAI's reference does not say whether a cancelled response has one; the
+    simulator reports the tokens produced)."""
     try:
-        await client.responses.cancel(response_id)
-        log.info("generation cancelled at the provider", response_id=response_id)
+        response = await client.responses.cancel(response_id)
     except openai.APIError as err:
         log.warning("could not cancel the generation at the provider", error=str(err))
+        return None
+    log.info("generation cancelled at the provider", response_id=response_id)
+    if response.usage is None:
+        return None
+    return Usage(response.usage.input_tokens, response.usage.output_tokens)

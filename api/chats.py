@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -25,6 +26,8 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import branches
+from api.branches import Conversation
 from api.schemas import ChatStatus, ChunkOut, ChunkPage, StartChatBody, UsageOut
 from common import search_attributes
 from common.closes import RunState, closed_state, run_state
@@ -45,7 +48,7 @@ from common.history import recent_turns
 from common.models import ChatRequest, FinishReason, Progress, ReconcileRequest, Stage, Turn
 from common.preview import STOPPING_EVENT
 from common.settings import Settings
-from storage import ChatStore, GenerationRow, LimitsStore
+from storage import ChatStore, GenerationRow, LimitsStore, TurnNode
 
 log = structlog.get_logger(__name__)
 
@@ -113,27 +116,67 @@ async def start_chat(
 ) -> str:
     """Start a ChatStreamingWorkflow for `body`; return its workflow id at once.
 
-    With an idempotency key, a second identical submit returns the first chat's id
-    (running or finished) instead of starting another.
+    In a conversation the turn follows the branch the user is on (api.branches): its
+    earlier turns are the context, and the new chat becomes the branch's head. With an
+    idempotency key, a second identical submit returns the first chat's id (running or
+    finished) instead of starting another.
     """
     workflow_id = workflow_id_for(user_id, body.idempotency_key)
-    history: list[Turn] = []
+    turn = NewTurn(prompt=body.prompt, conversation_id=body.conversation_id)
     if body.conversation_id:
-        turns = await db_call(store.conversation_turns(body.conversation_id, user_id))
-        history, dropped = recent_turns(turns, settings.history_max_chars)
+        conversation = await load_conversation(store, body.conversation_id, user_id)
+        turn.parent_id = conversation.head_id
+        turn.context = conversation.path(conversation.head_id)
+    return await _start_turn(client, store, settings, body, user_id, workflow_id, turn)
+
+
+@dataclass
+class NewTurn:
+    """What a new chat adds to its conversation, and the branch it follows."""
+
+    prompt: str
+    conversation_id: str | None
+    parent_id: str | None = None
+    variant_of: str | None = None
+    continues: str | None = None
+    context: list[TurnNode] = field(default_factory=list)
+    use_cache: bool = True
+
+
+async def load_conversation(store: ChatStore, conversation_id: str, user_id: str) -> Conversation:
+    nodes = await db_call(store.conversation_chats(conversation_id, user_id))
+    head = await db_call(store.conversation_head(conversation_id, user_id))
+    return Conversation(nodes, head)
+
+
+async def _start_turn(
+    client: Client,
+    store: ChatStore,
+    settings: Settings,
+    body: StartChatBody,
+    user_id: str,
+    workflow_id: str,
+    turn: NewTurn,
+) -> str:
+    history: list[Turn] = []
+    if turn.context:
+        answers = await db_call(store.answers([n.workflow_id for n in turn.context]))
+        history, dropped = recent_turns(
+            branches.context(turn.context, answers), settings.history_max_chars
+        )
         if dropped:
             log.info(
                 "conversation history capped",
                 workflow_id=workflow_id,
-                conversation_id=body.conversation_id,
+                conversation_id=turn.conversation_id,
                 turns_dropped=dropped,
                 turns_kept=len(history),
                 history_max_chars=settings.history_max_chars,
             )
     model = check_model(settings, body.model)
     request = ChatRequest(
-        prompt=body.prompt,
-        conversation_id=body.conversation_id,
+        prompt=turn.prompt,
+        conversation_id=turn.conversation_id,
         history=history,
         model=model,
         provider=settings.provider_name,
@@ -143,14 +186,130 @@ async def start_chat(
         chunk_target_chars=settings.chunk_target_chars,
         checkpoint_window=settings.checkpoint_window,
         max_prompt_chars=settings.max_prompt_chars,
-        use_cache=settings.cache_enabled and body.cache,
+        use_cache=settings.cache_enabled and body.cache and turn.use_cache,
         cache_ttl_s=settings.cache_ttl_s,
         generation_mode=settings.requested_generation_mode,
+        parent_id=turn.parent_id,
+        variant_of=turn.variant_of,
+        continues=turn.continues,
     )
     keyed = body.idempotency_key is not None
     await start_workflow(client, settings, request, workflow_id, keyed)
+    if turn.conversation_id:
+        await db_call(store.set_conversation_head(turn.conversation_id, user_id, workflow_id))
     log.info("chat started", workflow_id=workflow_id, model=model, history_turns=len(history) // 2)
     return workflow_id
+
+
+async def regenerate_chat(
+    client: Client,
+    store: ChatStore,
+    settings: Settings,
+    workflow_id: str,
+    user_id: str,
+    prompt: str | None = None,
+    idempotency_key: str | None = None,
+) -> str:
+    """Another version of a turn: the same prompt asked again without the answer cache
+    (regenerate), or a new prompt in its place (edit and resend). Either is a new chat
+    with the same parent, so the turn's other versions, and the turns after them, stay."""
+    row = await db_call(store.get_generation(workflow_id))
+    if row is None or not row.stage.is_final:
+        raise ChatNotRetryableError("Only a chat that has ended can be asked again or edited.")
+    original = await _original_request(client, workflow_id)
+    turn = NewTurn(prompt=prompt or row.prompt, conversation_id=row.conversation_id)
+    if row.conversation_id:
+        conversation = await load_conversation(store, row.conversation_id, user_id)
+        root = conversation.turn_root(workflow_id)
+        turn.prompt = prompt or root.prompt
+        turn.parent_id = root.parent_id
+        turn.variant_of = root.variant_of or root.workflow_id
+        turn.context = conversation.path(root.parent_id)
+    else:
+        turn.variant_of = row.variant_of or workflow_id
+    turn.use_cache = prompt is not None  # regenerate means: not the same answer again
+    body = StartChatBody(
+        prompt=turn.prompt,
+        model=original.model,
+        max_tokens=original.max_tokens,
+        temperature=original.temperature,
+        idempotency_key=idempotency_key,
+    )
+    kind = "edit" if prompt is not None else "regenerate"
+    new_id = workflow_id_for(user_id, _derived_key(kind, workflow_id, idempotency_key))
+    return await _start_turn(client, store, settings, body, user_id, new_id, turn)
+
+
+async def continue_chat(
+    client: Client,
+    store: ChatStore,
+    settings: Settings,
+    workflow_id: str,
+    user_id: str,
+    idempotency_key: str | None = None,
+) -> str:
+    """Carry on an answer cut at the token limit or stopped: a new chat whose context
+    ends with that answer, asked to continue it; the two read as one answer."""
+    row = await db_call(store.get_generation(workflow_id))
+    if row is None:
+        raise ChatNotFoundError(workflow_id)
+    node = TurnNode(
+        workflow_id=row.workflow_id,
+        prompt=row.prompt,
+        stage=row.stage,
+        finish_reason=row.finish_reason,
+        parent_id=row.parent_id,
+        variant_of=row.variant_of,
+        continues=row.continues,
+        created_at=row.created_at,
+    )
+    if not branches.continuable(node):
+        raise ChatNotRetryableError(
+            "Only an answer that was stopped or cut at the token limit can be continued; "
+            f"this one is {row.stage.value}."
+        )
+    original = await _original_request(client, workflow_id)
+    turn = NewTurn(
+        prompt=branches.CONTINUE_PROMPT,
+        conversation_id=row.conversation_id,
+        parent_id=workflow_id,
+        continues=workflow_id,
+        use_cache=False,
+    )
+    if row.conversation_id:
+        conversation = await load_conversation(store, row.conversation_id, user_id)
+        turn.context = conversation.path(workflow_id)
+    else:
+        turn.context = [node]
+    body = StartChatBody(
+        prompt=turn.prompt,
+        model=original.model,
+        max_tokens=original.max_tokens,
+        temperature=original.temperature,
+        idempotency_key=idempotency_key,
+    )
+    new_id = workflow_id_for(user_id, _derived_key("continue", workflow_id, idempotency_key))
+    return await _start_turn(client, store, settings, body, user_id, new_id, turn)
+
+
+def _derived_key(kind: str, workflow_id: str, idempotency_key: str | None) -> str | None:
+    """The key of a chat made from another one: a repeated request (a double click, a
+    retried call) with the same caller key starts it once."""
+    return None if idempotency_key is None else f"{kind}:{workflow_id}:{idempotency_key}"
+
+
+async def choose_version(
+    store: ChatStore, conversation_id: str, user_id: str, workflow_id: str
+) -> Conversation:
+    """Switch the conversation to the branch through `workflow_id` (a version of a turn),
+    down its most recent turns; returns the conversation on that branch."""
+    conversation = await load_conversation(store, conversation_id, user_id)
+    if workflow_id not in conversation.nodes:
+        raise ChatNotFoundError(workflow_id)
+    head = conversation.latest_leaf_under(workflow_id)
+    await db_call(store.set_conversation_head(conversation_id, user_id, head))
+    conversation.head_id = head
+    return conversation
 
 
 async def retry_chat(client: Client, store: ChatStore, settings: Settings, workflow_id: str) -> str:

@@ -14,7 +14,16 @@ from api.auth import load_api_keys
 from api.errors import install_error_handlers
 from api.events import ChatEventHub
 from api.metrics import install_metrics
-from api.routes import chat_completions, codec, events, health, responses, stats, workflows
+from api.routes import (
+    chat_completions,
+    codec,
+    conversations,
+    events,
+    health,
+    responses,
+    stats,
+    workflows,
+)
 from common.codec import data_converter
 from common.log import configure_logging
 from common.settings import Settings, get_settings
@@ -99,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_metrics(app)
     app.include_router(health.router)
     app.include_router(workflows.router)
+    app.include_router(conversations.router)
     app.include_router(events.router)
     app.include_router(stats.router)
     app.include_router(responses.router)

@@ -21,7 +21,8 @@ class StartChatBody(BaseModel):
     conversation_id: str | None = Field(
         default=None,
         pattern=_ID_PATTERN,
-        description="Earlier completed turns of this conversation are sent as context.",
+        description="The turns of the branch of this conversation the user is on (completed "
+        "and stopped answers) are sent as context; the new chat becomes that branch's head.",
     )
     model: str | None = Field(default=None, max_length=200, description="Defaults to LLM_MODEL.")
     max_tokens: int | None = Field(default=None, ge=1, description="Answer length bound.")
@@ -36,6 +37,53 @@ class StartChatBody(BaseModel):
         pattern=_ID_PATTERN,
         description="The same key always maps to the same chat: a double submit starts one.",
     )
+
+
+class TurnActionBody(BaseModel):
+    """Regenerate or continue a chat."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    idempotency_key: str | None = Field(
+        default=None,
+        pattern=_ID_PATTERN,
+        description="The same key (for the same chat) always gives the same new chat.",
+    )
+
+
+class EditBody(TurnActionBody):
+    prompt: str = Field(
+        min_length=1, description="The new text of the user's message (as for a start)."
+    )
+
+
+class ChooseVersionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workflow_id: str = Field(
+        pattern=_ID_PATTERN, description="A chat of the conversation: its branch becomes current."
+    )
+
+
+class TurnOut(BaseModel):
+    """One turn of the current branch: the user's message and its answer."""
+
+    workflow_id: str = Field(description="The turn's chat (the first, if it was continued).")
+    prompt: str
+    stage: str = Field(description="The last chat's stage (of the continuations, if any).")
+    answer: str = Field(description="The durable answer, continuations joined.")
+    continued_by: list[str] = Field(description="Chats that continue this answer, in order.")
+    versions: list[str] = Field(
+        description="This turn's versions (regenerated or edited), oldest first; one is "
+        "workflow_id."
+    )
+    continuable: bool = Field(description="Stopped or cut at the token limit: can be continued.")
+
+
+class ConversationOut(BaseModel):
+    conversation_id: str
+    head_id: str | None = Field(description="The last chat of the current branch.")
+    turns: list[TurnOut]
 
 
 class StartChatResponse(BaseModel):

@@ -5,7 +5,7 @@ formats a query.
 """
 
 from storage.answer_cache import AnswerCacheStore, CachedAnswer, ClaimResult, Totals
-from storage.chats import EVENTS_CHANNEL, ChatEvent, ChatStore, ChunkRow, GenerationRow
+from storage.chats import EVENTS_CHANNEL, ChatEvent, ChatStore, ChunkRow, GenerationRow, TurnNode
 from storage.limits import LimitsStore
 from storage.llm_calls import LlmCallStore, OpenCall
 from storage.migrate import MigrationError, apply_migrations, wait_for_schema
@@ -28,6 +28,7 @@ __all__ = [
     "ResponseRow",
     "ResponseStore",
     "Totals",
+    "TurnNode",
     "apply_migrations",
     "create_pool",
     "wait_for_schema",

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from common.models import GenerationUpdate, Stage, Turn, Usage
+from common.models import GenerationUpdate, Stage, Usage
 from common.preview import STOPPING_EVENT, shown_preview
 
 log = structlog.get_logger(__name__)
@@ -85,6 +85,20 @@ class GenerationRow:
     billed_estimated: bool = False
     billed_cost_usd: float | None = None
     unpriced_calls: int = 0
+
+
+@dataclass(frozen=True)
+class TurnNode:
+    """A chat as a turn of its conversation: where it sits among the branches."""
+
+    workflow_id: str
+    prompt: str
+    stage: Stage
+    finish_reason: str | None
+    parent_id: str | None
+    variant_of: str | None
+    continues: str | None
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -723,22 +737,64 @@ class ChatStore:
             chunks.append(ChunkRow(row["idx"], row["text"], row["worker"], row["attempt"]))
         return chunks
 
-    async def conversation_turns(self, conversation_id: str, user_id: str) -> list[Turn]:
-        """Earlier completed turns of a conversation, oldest first, as LLM messages."""
+    async def conversation_chats(self, conversation_id: str, user_id: str) -> list[TurnNode]:
+        """Every chat of a user's conversation, oldest first, with its place in the tree
+        of branches (no text: see `answers`)."""
         rows = await self._pool.fetch(
             """
-            SELECT g.prompt,
-                   (SELECT string_agg(c.text, '' ORDER BY c.idx) FROM chunks c
-                    WHERE c.workflow_id = g.workflow_id AND c.run_id = g.answer_run_id) AS answer
-            FROM generations g
-            WHERE g.conversation_id = $1 AND g.user_id = $2 AND g.stage IN ('completed', 'stopped')
-            ORDER BY g.created_at
+            SELECT workflow_id, prompt, stage, finish_reason, parent_id, variant_of, continues,
+                   created_at
+            FROM generations WHERE conversation_id = $1 AND user_id = $2
+            ORDER BY created_at, workflow_id
             """,
             conversation_id,
             user_id,
         )
-        turns: list[Turn] = []
-        for row in rows:
-            turns.append(Turn(role="user", content=row["prompt"]))
-            turns.append(Turn(role="assistant", content=row["answer"] or ""))
-        return turns
+        return [
+            TurnNode(
+                workflow_id=r["workflow_id"],
+                prompt=r["prompt"],
+                stage=Stage(r["stage"]),
+                finish_reason=r["finish_reason"],
+                parent_id=r["parent_id"],
+                variant_of=r["variant_of"],
+                continues=r["continues"],
+                created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+    async def answers(self, workflow_ids: list[str]) -> dict[str, str]:
+        """The durable answer (all chunks of the answer run) of each chat."""
+        rows = await self._pool.fetch(
+            """
+            SELECT g.workflow_id,
+                   (SELECT string_agg(c.text, '' ORDER BY c.idx) FROM chunks c
+                    WHERE c.workflow_id = g.workflow_id AND c.run_id = g.answer_run_id) AS answer
+            FROM generations g WHERE g.workflow_id = ANY($1::text[])
+            """,
+            workflow_ids,
+        )
+        return {r["workflow_id"]: r["answer"] or "" for r in rows}
+
+    async def conversation_head(self, conversation_id: str, user_id: str) -> str | None:
+        """The last chat of the branch the user is on (None: never chosen)."""
+        head: str | None = await self._pool.fetchval(
+            "SELECT head_id FROM conversation_heads WHERE conversation_id = $1 AND user_id = $2",
+            conversation_id,
+            user_id,
+        )
+        return head
+
+    async def set_conversation_head(self, conversation_id: str, user_id: str, head_id: str) -> None:
+        await self._pool.execute(
+            """
+            INSERT INTO conversation_heads (conversation_id, user_id, head_id)
+            VALUES ($1, $2, $3)
+            ON CONFLICT (conversation_id, user_id)
+            DO UPDATE SET head_id = EXCLUDED.head_id, updated_at = now()
+            """,
+            conversation_id,
+            user_id,
+            head_id,
+        )

@@ -497,6 +497,9 @@ def _first_record(workflow_id: str, request: ChatRequest) -> GenerationUpdate:
         provider=request.provider,
         generation_mode=request.generation_mode.value,
         retry_of=request.retry_of,
+        parent_id=request.parent_id,
+        variant_of=request.variant_of,
+        continues=request.continues,
     )
 
 

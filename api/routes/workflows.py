@@ -15,9 +15,11 @@ from api.schemas import (
     CancelResponse,
     ChatStatus,
     ChunkPage,
+    EditBody,
     ErrorBody,
     StartChatBody,
     StartChatResponse,
+    TurnActionBody,
 )
 from common.prompts import check_prompt
 
@@ -128,3 +130,93 @@ async def retry(
         status="running",
         temporal_ui_url=chats.temporal_ui_link(settings, retry_id),
     )
+
+
+def _started(settings: SettingsDep, workflow_id: str) -> StartChatResponse:
+    return StartChatResponse(
+        workflow_id=workflow_id,
+        status="running",
+        temporal_ui_url=chats.temporal_ui_link(settings, workflow_id),
+    )
+
+
+@router.post(
+    "/{workflow_id}/regenerate",
+    status_code=202,
+    response_model=StartChatResponse,
+    responses={409: {"model": ErrorBody, "description": "The chat has not ended."}},
+)
+async def regenerate(
+    workflow_id: WorkflowId,
+    user: CurrentUser,
+    client: TemporalDep,
+    store: StoreDep,
+    limits: LimitsDep,
+    settings: SettingsDep,
+    body: TurnActionBody | None = None,
+) -> StartChatResponse:
+    """Ask the same turn again, without the answer cache: a new chat, another version of
+    the turn (the earlier versions stay; choose one with PUT
+    /api/conversations/{id}/head)."""
+    await chats.ensure_owner(client, store, workflow_id, user)
+    await chats.check_limits(client, limits, settings, user)
+    key = body.idempotency_key if body else None
+    new_id = await chats.regenerate_chat(
+        client, store, settings, workflow_id, user, idempotency_key=key
+    )
+    return _started(settings, new_id)
+
+
+@router.post(
+    "/{workflow_id}/edit",
+    status_code=202,
+    response_model=StartChatResponse,
+    responses={409: {"model": ErrorBody, "description": "The chat has not ended."}},
+)
+async def edit(
+    workflow_id: WorkflowId,
+    body: EditBody,
+    user: CurrentUser,
+    client: TemporalDep,
+    store: StoreDep,
+    limits: LimitsDep,
+    settings: SettingsDep,
+) -> StartChatResponse:
+    """Edit the user's message of this turn and send it again: a new branch of the
+    conversation from there. The old branch's later turns are kept."""
+    if len(body.prompt) > settings.max_prompt_chars:
+        raise PromptTooLargeError(
+            f"The prompt is {len(body.prompt):,} characters long; "
+            f"the limit is {settings.max_prompt_chars:,}."
+        )
+    check_prompt(body.prompt, settings.max_prompt_chars)
+    await chats.ensure_owner(client, store, workflow_id, user)
+    await chats.check_limits(client, limits, settings, user)
+    new_id = await chats.regenerate_chat(
+        client, store, settings, workflow_id, user, body.prompt, body.idempotency_key
+    )
+    return _started(settings, new_id)
+
+
+@router.post(
+    "/{workflow_id}/continue",
+    status_code=202,
+    response_model=StartChatResponse,
+    responses={409: {"model": ErrorBody, "description": "Not stopped nor cut at the limit."}},
+)
+async def continue_answer(
+    workflow_id: WorkflowId,
+    user: CurrentUser,
+    client: TemporalDep,
+    store: StoreDep,
+    limits: LimitsDep,
+    settings: SettingsDep,
+    body: TurnActionBody | None = None,
+) -> StartChatResponse:
+    """Continue an answer that was stopped or cut at the token limit: a new chat that
+    carries it on (its text follows the first one's in the conversation)."""
+    await chats.ensure_owner(client, store, workflow_id, user)
+    await chats.check_limits(client, limits, settings, user)
+    key = body.idempotency_key if body else None
+    new_id = await chats.continue_chat(client, store, settings, workflow_id, user, key)
+    return _started(settings, new_id)
