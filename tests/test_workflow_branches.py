@@ -39,7 +39,9 @@ from common.models import (
     GenerationUpdate,
     PromptToValidate,
     SavedChunk,
+    ShownAnswer,
     Stage,
+    StopToKeep,
     Usage,
     ValidatedPrompt,
 )
@@ -58,7 +60,8 @@ class Script:
     generate_error: str | None = None  # an ApplicationError type, non-retryable
     generate_blocks: bool = False  # until cancelled
     finish_reason: str = FinishReason.STOP
-    slow_chunks_from: int | None = None  # save_chunk waits (until cancelled) from here
+    slow_chunks_from: int | None = None  # save_chunk waits (until cancelled) from here, once
+    shown: str = ""  # the live preview a stop keeps
 
 
 @dataclass
@@ -67,6 +70,8 @@ class Calls:
     errors: list[str | None] = field(default_factory=list)
     generated: int = 0
     chunks: list[int] = field(default_factory=list)
+    slowed: set[int] = field(default_factory=set)
+    collected: int = 0
     remembered: int = 0
     released: int = 0
     claimed: int = 0
@@ -127,11 +132,19 @@ class StandIns:
     @activity.defn(name="save_chunk")
     async def save_chunk(self, chunk: ChunkToSave) -> SavedChunk:
         script, calls = self._of(chunk.workflow_id)
-        if script.slow_chunks_from is not None and chunk.index >= script.slow_chunks_from:
+        slow = script.slow_chunks_from is not None and chunk.index >= script.slow_chunks_from
+        if slow and chunk.index not in calls.slowed:
+            calls.slowed.add(chunk.index)
             calls.checkpointing.set()
             await asyncio.sleep(3600)  # until the chat is cancelled
         calls.chunks.append(chunk.index)
         return SavedChunk(index=chunk.index, worker="stand-in", attempt=1, inserted=True)
+
+    @activity.defn(name="collect_shown_answer")
+    async def collect_shown_answer(self, stop: StopToKeep) -> ShownAnswer:
+        script, calls = self._of(stop.workflow_id)
+        calls.collected += 1
+        return ShownAnswer(text=script.shown, usage=Usage(10, 5, estimated=True), model="m")
 
     @activity.defn(name="remember_answer")
     async def remember_answer(self, answer: AnswerToRemember) -> bool:
@@ -169,6 +182,7 @@ async def stand_ins(env: WorkflowEnvironment) -> AsyncIterator[tuple[Client, Sta
             fakes.claim_or_reuse_answer,
             fakes.generate_full_text,
             fakes.save_chunk,
+            fakes.collect_shown_answer,
             fakes.remember_answer,
             fakes.release_answer_claim,
         ],
@@ -257,19 +271,30 @@ async def test_cancel_during_generation(stand_ins: Any) -> None:
     await handle.cancel()
     cause = await _failure(handle)
     assert isinstance(cause, CancelledError)
-    assert calls.stages == ["validating", "generating", "cancelled"]
-    assert (calls.released, calls.chunks) == (1, [])
+    assert calls.stages == ["validating", "generating", "cancelled"]  # nothing was shown
+    assert (calls.released, calls.chunks, calls.collected) == (1, [], 1)
 
 
-async def test_cancel_during_checkpointing_keeps_the_saved_chunks(stand_ins: Any) -> None:
+async def test_a_stop_during_generation_keeps_the_text_shown(stand_ins: Any) -> None:
+    shown = "The first words of an answer, as they were shown when Stop was pressed."
+    handle, calls = await _start(stand_ins, Script(generate_blocks=True, shown=shown))
+    await asyncio.wait_for(calls.generating.wait(), timeout=10)
+    await handle.cancel()
+    assert isinstance(await _failure(handle), CancelledError)  # Canceled in Temporal
+    assert calls.stages == ["validating", "generating", "checkpointing", "stopped"]
+    assert sorted(calls.chunks) == list(range(len(split_into_chunks(shown, 40))))
+    assert (calls.released, calls.remembered) == (1, 0)  # never cached
+
+
+async def test_a_stop_during_checkpointing_saves_the_whole_answer(stand_ins: Any) -> None:
     handle, calls = await _start(stand_ins, Script(slow_chunks_from=2))
     await asyncio.wait_for(calls.checkpointing.wait(), timeout=10)
     await handle.cancel()
-    cause = await _failure(handle)
-    assert isinstance(cause, CancelledError)
-    assert calls.stages[-1] == "cancelled" and calls.stages[-2] == "checkpointing"
-    assert sorted(calls.chunks) == [0, 1]
-    assert (calls.released, calls.remembered) == (1, 0)
+    result = await handle.result()  # the answer had been generated: it is kept whole
+    assert result.total_chunks == len(split_into_chunks(ANSWER, 40))
+    assert calls.stages[-1] == "completed" and calls.collected == 0
+    assert sorted(set(calls.chunks)) == list(range(result.total_chunks))
+    assert calls.remembered == 1
 
 
 async def test_progress_is_answered_while_checkpointing(stand_ins: Any) -> None:
@@ -281,4 +306,4 @@ async def test_progress_is_answered_while_checkpointing(stand_ins: Any) -> None:
         split_into_chunks(ANSWER, 40)
     )
     await handle.cancel()
-    await _failure(handle)
+    await handle.result()

@@ -192,8 +192,11 @@ class ChatStreamingWorkflow:
             )
             try:
                 await self._save_chunks(workflow_id, chunks, request.checkpoint_window)
-            except asyncio.CancelledError:
-                if not self._keeps_stopped_text:
+            except (asyncio.CancelledError, ActivityError) as err:
+                # A cancel reaches the chunks in flight: the first of them to end may
+                # raise it, as its activity's cancellation, before the gather does.
+                cancelled = isinstance(err, asyncio.CancelledError) or is_cancelled_exception(err)
+                if not (self._keeps_stopped_text and cancelled):
                     raise
                 # Stopped after the provider had finished: the whole answer was shown,
                 # so the whole answer is kept.
