@@ -24,7 +24,7 @@ from testing.keys import auth_headers
 from testing.operator import operator, reset_point_after, reset_point_before
 from testing.oracle import expected_answer, prompt_ending, unique_prompt
 from testing.simulator import simulator_pace, simulator_variant
-from testing.sse import read_sse
+from testing.sse import preview_text, read_sse
 from testing.stack import LocalStack
 from tests.helpers import keep_history
 
@@ -181,8 +181,11 @@ async def test_cancel_from_the_cli(
         await wait_for(lambda: live_text(db, workflow_id), timeout_s=30)
         await operator(fleet, "workflow", "cancel", "--workflow-id", workflow_id)
         events = await stream
-    assert terminal(events)["event"] == "cancelled"
-    await wait_status(gateway, workflow_id, {"cancelled"}, timeout_s=CLOSE_VISIBLE_S)
+    # an operator's cancel is a stop like any other: the text shown so far is kept
+    assert terminal(events)["event"] == "stopped"
+    await wait_status(gateway, workflow_id, {"stopped"}, timeout_s=CLOSE_VISIBLE_S)
+    chunks = (await gateway.get(f"/api/workflows/{workflow_id}/chunks")).json()["chunks"]
+    assert "".join(c["text"] for c in chunks) == preview_text(events)
 
 
 # --- reset --------------------------------------------------------------------------------

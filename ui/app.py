@@ -22,12 +22,13 @@ from collections.abc import Coroutine, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import chainlit as cl  # noqa: E402
+from chainlit.chat_context import chat_context  # noqa: E402
 from chainlit.data import get_data_layer  # noqa: E402
 from chainlit.data.chainlit_data_layer import ChainlitDataLayer  # noqa: E402
 from chainlit.types import ThreadDict  # noqa: E402
 
 from ui.assertions import HEADER, user_assertion  # noqa: E402
-from ui.gateway_client import GatewayClient  # noqa: E402
+from ui.gateway_client import GatewayClient, GatewayError  # noqa: E402
 from ui.rendering import TemporalLinks  # noqa: E402
 from ui.settings import get_settings  # noqa: E402
 from ui.turn_record import (  # noqa: E402
@@ -37,10 +38,15 @@ from ui.turn_record import (  # noqa: E402
     unfinished_turns,
 )
 from ui.turns import (  # noqa: E402
+    CONTINUE_ACTION,
+    PROMPT_METADATA_KEY,
+    REGENERATE_ACTION,
     RETRY_ACTION,
+    VERSION_ACTION,
     TurnRunner,
     message_from_step,
     retry_action,
+    withdraw,
 )
 from ui.users import check_login, load_users  # noqa: E402
 
@@ -198,14 +204,22 @@ async def _run_turn(runner: TurnRunner, work: Coroutine[Any, Any, None]) -> None
 
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
-    """A new turn: one new ``ChatStreamingWorkflow``, keyed by this message's id."""
+    """A new turn: one new ``ChatStreamingWorkflow``, keyed by this message's id.
+
+    An edited message comes here too (Chainlit removed the turns after it from the
+    page): it becomes a new version of its turn, the first turn of a new branch; the
+    old branch stays in the gateway, and its version buttons show it again."""
+    await withdraw()  # the buttons belong to the last answer only
+    edited = (message.metadata or {}).get(PROMPT_METADATA_KEY)
     runner = await TurnRunner.create(
         prompt_message_id=message.id,
         gateway=user_gateway(),
         links=links,
         update_interval_s=settings.ui_update_interval_s,
         reconnect_give_up_s=settings.ui_reconnect_give_up_s,
+        edit_of=edited if isinstance(edited, str) else None,
     )
+    runner.prompt_message = message
     await _run_turn(
         runner, runner.run(message.content, conversation_id=cl.context.session.thread_id)
     )
@@ -241,6 +255,123 @@ async def on_chat_resume(thread: ThreadDict) -> None:
     turns = unfinished_turns(steps)
     if turns:
         _in_background(_follow_unfinished(turns, thread["id"]))
+    else:
+        _in_background(_offer_last_answer_actions(steps))
+
+
+async def _offer_last_answer_actions(steps: Sequence[Any]) -> None:
+    """The buttons of the thread's last answer (Chainlit does not keep them)."""
+    await asyncio.sleep(RESUME_DELAY_S)
+    for step in reversed(steps):
+        record = TurnRecord.from_metadata(step.get("metadata"))
+        if record is None:
+            continue
+        if record.state == "done" and record.workflow_id and not record.retryable:
+            runner = _runner_for(message_from_step(step), record)
+            try:
+                status = await runner.gateway.get_status(record.workflow_id)
+            except GatewayError:
+                return
+            await runner.offer_actions(status)
+        return
+
+
+async def _reply_runner(action: cl.Action) -> TurnRunner | None:
+    """The runner of the reply an action was clicked under, its buttons withdrawn."""
+    reply_id = action.forId
+    if not reply_id:
+        return None
+    step = await _persisted_reply(cl.context.session.thread_id, reply_id)
+    record = TurnRecord.from_metadata(step.get("metadata")) if step else None
+    if step is None or record is None or record.workflow_id is None:
+        return None
+    await withdraw(reply_id)
+    if record.conversation_id is None:
+        record.conversation_id = cl.context.session.thread_id
+    return _runner_for(message_from_step(step), record)
+
+
+@cl.action_callback(REGENERATE_ACTION)
+async def on_regenerate(action: cl.Action) -> None:
+    """Regenerate: a new version of the last answer, shown in the same reply."""
+    runner = await _reply_runner(action)
+    if runner is not None:
+        _in_background(_as_session_task(_run_turn(runner, runner.regenerate(action.id))))
+
+
+@cl.action_callback(CONTINUE_ACTION)
+async def on_continue(action: cl.Action) -> None:
+    """Continue: the answer is carried on by a new chat, joined to it in this reply."""
+    runner = await _reply_runner(action)
+    if runner is not None:
+        _in_background(_as_session_task(_run_turn(runner, runner.continue_answer(action.id))))
+
+
+@cl.action_callback(VERSION_ACTION)
+async def on_version(action: cl.Action) -> None:
+    """Show another version of a turn: the reply shows it, its user message the prompt
+    it answered, and the turns that followed that version replace those after it."""
+    target = action.payload.get("workflow_id")
+    runner = await _reply_runner(action)
+    if runner is None or not isinstance(target, str):
+        return
+    _in_background(_as_session_task(_show_version(runner, target)))
+
+
+async def _show_version(runner: TurnRunner, target: str) -> None:
+    conversation_id = cl.context.session.thread_id
+    try:
+        view = await runner.gateway.choose_version(conversation_id, target)
+    except GatewayError as exc:
+        await cl.Message(content=f"**Could not show that version**: {exc.message}").send()  # type: ignore[no-untyped-call]
+        return
+    found = view.turn_of(target)
+    if found is None:
+        return
+    index, turn = found
+    later_messages = _messages_after(runner.reply.id)
+    prompt = _context_message(runner.record.prompt_message_id)
+    if prompt is not None and prompt.content != turn.prompt:
+        prompt.content = turn.prompt
+        prompt.metadata = {**(prompt.metadata or {}), PROMPT_METADATA_KEY: turn.workflow_id}
+        await prompt.update()  # type: ignore[no-untyped-call]
+    for message in later_messages:
+        await message.remove()  # type: ignore[no-untyped-call]
+    await _run_turn(runner, runner.show_chats(turn.chats))
+    for later in view.turns[index + 1 :]:
+        await withdraw()
+        user = cl.Message(
+            content=later.prompt,
+            type="user_message",
+            author=cl.context.session.user.identifier if cl.context.session.user else "User",
+            metadata={PROMPT_METADATA_KEY: later.workflow_id},
+        )
+        await user.send()  # type: ignore[no-untyped-call]
+        reply = cl.Message(
+            content="…", metadata=TurnRecord(prompt_message_id=user.id).to_metadata()
+        )
+        await reply.send()  # type: ignore[no-untyped-call]
+        record = TurnRecord(
+            prompt_message_id=user.id,
+            workflow_id=later.chats[-1],
+            conversation_id=conversation_id,
+        )
+        follower = _runner_for(reply, record)
+        await _run_turn(follower, follower.show_chats(later.chats))
+
+
+def _context_message(message_id: str) -> cl.Message | None:
+    for message in chat_context.get():
+        if message.id == message_id:
+            return message
+    return None
+
+
+def _messages_after(message_id: str) -> list[cl.Message]:
+    """The messages shown after this one in the session (the turns that followed)."""
+    messages = chat_context.get()
+    ids = [m.id for m in messages]
+    return messages[ids.index(message_id) + 1 :] if message_id in ids else []
 
 
 @cl.action_callback(RETRY_ACTION)
@@ -285,9 +416,20 @@ async def _retry(reply_id: str, failed_id: str) -> None:
         _retrying.discard(reply_id)
 
 
+# Chainlit's stop handler sends this message before it calls ``on_stop`` (chainlit
+# 2.12, socket.py ``stop``; no setting turns it off). The reply says how its answer
+# ended, so this second message is taken back.
+CHAINLIT_STOP_MESSAGE = "Task manually stopped."
+
+
 @cl.on_stop
 async def on_stop() -> None:
-    """The stop button: cancel this session's running workflows through the gateway."""
+    """The stop button: stop this session's running workflows through the gateway (an
+    answer being written keeps its text); one message says so, the reply's."""
+    for message in reversed(chat_context.get()):
+        if message.type == "assistant_message" and message.content == CHAINLIT_STOP_MESSAGE:
+            await message.remove()  # type: ignore[no-untyped-call]
+            break
     for runner in list(_runners_by_session.get(cl.context.session.id, ())):
         await runner.request_stop()
 

@@ -149,6 +149,57 @@ class WorkflowStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnView:
+    """One turn of a conversation's current branch (``GET /api/conversations/{id}``)."""
+
+    workflow_id: str
+    prompt: str
+    stage: str
+    answer: str
+    continued_by: tuple[str, ...]
+    versions: tuple[str, ...]
+    continuable: bool
+
+    @property
+    def chats(self) -> tuple[str, ...]:
+        """The turn's chats in order: its first one, then those that continue it."""
+        return (self.workflow_id, *self.continued_by)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationView:
+    conversation_id: str
+    head_id: str | None
+    turns: tuple[TurnView, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConversationView:
+        turns = tuple(
+            TurnView(
+                workflow_id=str(t["workflow_id"]),
+                prompt=str(t.get("prompt") or ""),
+                stage=str(t.get("stage") or ""),
+                answer=str(t.get("answer") or ""),
+                continued_by=tuple(str(i) for i in t.get("continued_by") or ()),
+                versions=tuple(str(i) for i in t.get("versions") or ()),
+                continuable=t.get("continuable") is True,
+            )
+            for t in data.get("turns") or ()
+            if isinstance(t, Mapping)
+        )
+        head = data.get("head_id")
+        return cls(str(data.get("conversation_id", "")), str(head) if head else None, turns)
+
+    def turn_of(self, workflow_id: str) -> tuple[int, TurnView] | None:
+        """The position and turn of the branch that ``workflow_id`` is a chat or a
+        version of."""
+        for index, turn in enumerate(self.turns):
+            if workflow_id in turn.chats or workflow_id in turn.versions:
+                return index, turn
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class ChatEvent:
     """One event of a chat's stream: ``id`` is its sequence number (1, 2, 3, …)."""
 
@@ -312,6 +363,58 @@ class GatewayClient:
         """
         data = await self._request("POST", f"/api/workflows/{workflow_id}/retry")
         return str(data["workflow_id"])
+
+    async def _new_chat(self, path: str, body: dict[str, Any]) -> str:
+        data = await self._request("POST", path, json={k: v for k, v in body.items() if v})
+        return str(data["workflow_id"])
+
+    async def regenerate(self, workflow_id: str, *, idempotency_key: str | None = None) -> str:
+        """Ask the turn of ``workflow_id`` again, without the answer cache: the id of the
+        new version (the same one for the same key)."""
+        path = f"/api/workflows/{workflow_id}/regenerate"
+        return await self._new_chat(path, {"idempotency_key": idempotency_key})
+
+    async def edit(
+        self, workflow_id: str, prompt: str, *, idempotency_key: str | None = None
+    ) -> str:
+        """Send ``prompt`` in place of the user's message of ``workflow_id``'s turn: the
+        id of the new chat, the first of a new branch."""
+        path = f"/api/workflows/{workflow_id}/edit"
+        return await self._new_chat(path, {"prompt": prompt, "idempotency_key": idempotency_key})
+
+    async def continue_answer(self, workflow_id: str, *, idempotency_key: str | None = None) -> str:
+        """Carry on an answer that was stopped or cut at the token limit: the id of the
+        chat that continues it. ``GatewayRejected`` (409): it cannot be continued."""
+        path = f"/api/workflows/{workflow_id}/continue"
+        return await self._new_chat(path, {"idempotency_key": idempotency_key})
+
+    async def conversation(self, conversation_id: str) -> ConversationView:
+        """The branch of the conversation the user is on."""
+        data = await self._request("GET", f"/api/conversations/{conversation_id}")
+        return ConversationView.from_json(data)
+
+    async def choose_version(self, conversation_id: str, workflow_id: str) -> ConversationView:
+        """Switch the conversation to the branch through ``workflow_id``."""
+        data = await self._request(
+            "PUT",
+            f"/api/conversations/{conversation_id}/head",
+            json={"workflow_id": workflow_id},
+        )
+        return ConversationView.from_json(data)
+
+    async def answer_text(self, workflow_id: str) -> str:
+        """The chat's durable answer (its chunks, by cursor)."""
+        parts: list[str] = []
+        cursor = 0
+        while True:
+            page = await self._request(
+                "GET", f"/api/workflows/{workflow_id}/chunks", params={"from_id": cursor}
+            )
+            chunks = page.get("chunks") or []
+            if not chunks:
+                return "".join(parts)
+            parts += [str(chunk.get("text", "")) for chunk in chunks]
+            cursor = int(page["next_from_id"])
 
     async def events(self, workflow_id: str, *, after: int = 0) -> AsyncGenerator[ChatEvent, None]:
         """One connection to the chat's event stream: the events with ids above ``after``.

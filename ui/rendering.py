@@ -13,6 +13,7 @@ Nothing here ever shows a stack trace.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -143,6 +144,28 @@ def restart_badge(restarts: int) -> str:
     return badge("restarted once" if restarts == 1 else f"restarted {restarts} times")
 
 
+@dataclass(frozen=True, slots=True)
+class EarlierPart:
+    """An answer a later chat continued: its text comes first in the reply, its badges
+    get a line of their own."""
+
+    text: str
+    footer: str
+
+
+def earlier_part(
+    text: str, status: WorkflowStatus | None, *, links: TemporalLinks, workflow_id: str
+) -> EarlierPart:
+    badges = result_badges(status) if status is not None else []
+    if status is not None and status.status == "stopped":
+        badges.append(badge("stopped"))
+    return EarlierPart(text, " ".join([*badges, history_link(links, workflow_id)]))
+
+
+def _joined(earlier: Sequence[EarlierPart], text: str) -> str:
+    return "".join(part.text for part in earlier) + text
+
+
 def render_running(
     answer: LiveAnswer,
     *,
@@ -150,19 +173,20 @@ def render_running(
     workflow_id: str,
     problem: str | None = None,
     stopping: bool = False,
+    earlier: Sequence[EarlierPart] = (),
 ) -> str:
     """A reply whose workflow still runs: the answer so far (checkpointed text continued
     by the live preview), then stage and progress."""
     badges = progress_badges(answer)
     if stopping:
         badges.insert(0, badge("stopping…"))
-    lines = []
+    lines = [part.footer for part in earlier]
     if answer.restart_notes:
         lines.append(f"↻ *{answer.restart_notes[-1]}*")
     lines.append(" ".join([*badges, history_link(links, workflow_id)]))
     if problem:
         lines.append(f"**Gateway unreachable, retrying**: {problem}")
-    return _compose(inert_markdown(answer.text), *lines)
+    return _compose(inert_markdown(_joined(earlier, answer.text)), *lines)
 
 
 def render_ended(
@@ -171,9 +195,11 @@ def render_ended(
     *,
     links: TemporalLinks,
     workflow_id: str,
+    earlier: Sequence[EarlierPart] = (),
 ) -> str:
     """A reply whose workflow ended: the checkpointed answer, what happened, and the
-    result badges (from the final ``status``, when the gateway gave one)."""
+    result badges (from the final ``status``, when the gateway gave one); after the
+    answers it continued (``earlier``), and their badges."""
     text = answer.checkpointed
     outcome = answer.outcome or (status.status if status else "unknown")
     error = answer.error or (status.error if status else None)
@@ -202,7 +228,8 @@ def render_ended(
     if answer.restarts:
         badges.append(restart_badge(answer.restarts))
     footer = " ".join([*badges, history_link(links, workflow_id)])
-    return _compose(inert_markdown(text), notice, footer)
+    earlier_footers = [part.footer for part in earlier]
+    return _compose(inert_markdown(_joined(earlier, text)), notice, *earlier_footers, footer)
 
 
 def render_rejected(message: str) -> str:

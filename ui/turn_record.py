@@ -10,7 +10,7 @@ a Retry button).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 METADATA_KEY = "durable_chat"
@@ -33,6 +33,12 @@ class TurnRecord:
     state: TurnState = "starting"
     retry_of: str | None = None
     retryable: bool = False
+    parts: list[str] = field(default_factory=list)
+    """Chats whose answers come before ``workflow_id``'s in this reply: the answer was
+    continued (Continue), and the reply shows them joined, with each one's badges."""
+    edit_of: str | None = None
+    """The chat whose user message this turn edited (the gateway's edit starts it)."""
+    conversation_id: str | None = None
 
     def to_metadata(self) -> dict[str, Any]:
         return {METADATA_KEY: asdict(self)}
@@ -49,6 +55,9 @@ class TurnRecord:
             state=state if state in ("starting", "running", "done") else "running",
             retry_of=str(data["retry_of"]) if data.get("retry_of") else None,
             retryable=data.get("retryable") is True,
+            parts=[str(p) for p in data.get("parts") or () if p],
+            edit_of=str(data["edit_of"]) if data.get("edit_of") else None,
+            conversation_id=(str(data["conversation_id"]) if data.get("conversation_id") else None),
         )
 
 

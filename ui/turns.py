@@ -19,6 +19,7 @@ and follows it in the same reply, like any turn: a reload follows the new workfl
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -59,6 +60,78 @@ FINAL_STATUS_PAUSE_S = 0.3
 QUIET_CHECK_S = 20.0
 SILENT_ENDS = frozenset({"terminated", "timed_out"})
 RETRY_ACTION = "retry_failed_answer"
+REGENERATE_ACTION = "regenerate_answer"
+CONTINUE_ACTION = "continue_answer"
+VERSION_ACTION = "show_version"
+# Where a user message remembers the chat it started (an edit of it asks the gateway
+# for a new version of that chat's turn).
+PROMPT_METADATA_KEY = "durable_chat_prompt"
+
+# The buttons offered under replies, by session and reply: they are sent to the page
+# only (Chainlit does not persist actions), and withdrawn when a new turn starts, so
+# only the last answer has them.
+_offered: dict[str, dict[str, list[cl.Action]]] = {}
+
+
+async def offer(reply_id: str, actions: list[cl.Action]) -> None:
+    """Show `actions` under the reply (in place of those it had)."""
+    await withdraw(reply_id)
+    for action in actions:
+        await action.send(for_id=reply_id)
+    _offered.setdefault(context.session.id, {})[reply_id] = actions
+
+
+async def withdraw(reply_id: str | None = None) -> None:
+    """Take back the buttons of one reply, or (None) of every reply of this session."""
+    session = _offered.get(context.session.id, {})
+    for key in [reply_id] if reply_id is not None else list(session):
+        for action in session.pop(key, []):
+            await action.remove()  # type: ignore[no-untyped-call]
+
+
+def turn_actions(
+    workflow_id: str, status: WorkflowStatus | None, versions: tuple[str, ...], root: str
+) -> list[cl.Action]:
+    """Regenerate, Continue (a stopped or cut answer) and the version switch of an
+    answer that ended with text."""
+    if status is None or status.status not in ("completed", "stopped"):
+        return []
+    actions = [
+        cl.Action(
+            name=REGENERATE_ACTION,
+            payload={"workflow_id": workflow_id},
+            label="Regenerate",
+            icon="refresh-cw",
+            tooltip="Ask again: a new version of this answer (the current one stays)",
+        )
+    ]
+    if status.status == "stopped" or status.finish_reason == "length":
+        actions.append(
+            cl.Action(
+                name=CONTINUE_ACTION,
+                payload={"workflow_id": workflow_id},
+                label="Continue",
+                icon="arrow-right",
+                tooltip="Carry on from where this answer stopped",
+            )
+        )
+    if len(versions) > 1 and root in versions:
+        index = versions.index(root)
+        shown = f"{index + 1}/{len(versions)}"
+        if index > 0:
+            actions.append(_version_action(versions[index - 1], f"◀ version {shown}"))
+        if index < len(versions) - 1:
+            actions.append(_version_action(versions[index + 1], f"version {shown} ▶"))
+    return actions
+
+
+def _version_action(target: str, label: str) -> cl.Action:
+    return cl.Action(
+        name=VERSION_ACTION,
+        payload={"workflow_id": target},
+        label=label,
+        tooltip="Show another version of this answer, and the turns that followed it",
+    )
 
 
 def retry_action(workflow_id: str) -> cl.Action:
@@ -115,6 +188,10 @@ def _chainlit_time(value: str | None) -> str | None:
     return parsed.strftime(CHAINLIT_TIME_FORMAT)
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def message_from_step(step: Mapping[str, Any]) -> cl.Message:
     """The ``cl.Message`` of an already shown and persisted reply, to keep updating it."""
     message = cl.Message(
@@ -155,6 +232,9 @@ class TurnRunner:
         self._changed = asyncio.Event()
         self._publishing = asyncio.Lock()
         self._shown: str | None = None
+        self._earlier: list[rendering.EarlierPart] = []
+        self.prompt_message: cl.Message | None = None
+        """The user's message, told the chat it started (for an edit of it later)."""
 
     @classmethod
     async def create(
@@ -165,9 +245,11 @@ class TurnRunner:
         links: TemporalLinks,
         update_interval_s: float,
         reconnect_give_up_s: float,
+        edit_of: str | None = None,
     ) -> TurnRunner:
-        """A new turn: its reply is persisted (with the turn record) and then shown."""
-        record = TurnRecord(prompt_message_id=prompt_message_id)
+        """A new turn: its reply is persisted (with the turn record) and then shown.
+        With `edit_of`, the turn is an edit of that chat's user message."""
+        record = TurnRecord(prompt_message_id=prompt_message_id, edit_of=edit_of)
         reply = cl.Message(
             content=rendering.render_starting(),
             metadata=record.to_metadata(),
@@ -194,6 +276,8 @@ class TurnRunner:
 
     async def run(self, prompt: str | None, *, conversation_id: str) -> None:
         """Start the workflow if the turn has none yet, then follow it to its end."""
+
+        self.record.conversation_id = conversation_id
 
         async def start_then_follow() -> None:
             if self.record.workflow_id is None:
@@ -238,6 +322,86 @@ class TurnRunner:
             await self.request_stop()
         await self._follow()
 
+    async def regenerate(self, idempotency_key: str) -> None:
+        """A new version of this answer (the gateway skips its answer cache), followed
+        in this reply; the earlier versions stay and can be shown again."""
+        current = self.workflow_id
+        assert current is not None
+
+        async def ask() -> None:
+            new_id = await _with_backoff(
+                lambda: self.gateway.regenerate(current, idempotency_key=idempotency_key)
+            )
+            await self._switch_to(new_id, [])
+
+        await self._guarded(self._or_notice(ask(), "Could not regenerate the answer"))
+
+    async def continue_answer(self, idempotency_key: str) -> None:
+        """Carry the answer on: a new chat whose text this reply shows after it."""
+        current = self.workflow_id
+        assert current is not None
+
+        async def ask() -> None:
+            new_id = await _with_backoff(
+                lambda: self.gateway.continue_answer(current, idempotency_key=idempotency_key)
+            )
+            await self._switch_to(new_id, [*self.record.parts, current])
+
+        await self._guarded(self._or_notice(ask(), "Could not continue the answer"))
+
+    async def show_chats(self, chats: tuple[str, ...]) -> None:
+        """Show another version of the turn (its chats: the first and its continuations)."""
+        await self._guarded(self._switch_to(chats[-1], list(chats[:-1])))
+
+    async def _or_notice(self, work: Awaitable[None], what: str) -> None:
+        try:
+            await work
+        except GatewayError as exc:
+            notice = cl.Message(content=f"**{what}**: {exc.message}")
+            await notice.send()  # type: ignore[no-untyped-call]
+
+    async def _switch_to(self, workflow_id: str, parts: list[str]) -> None:
+        self.record = TurnRecord(
+            prompt_message_id=self.record.prompt_message_id,
+            workflow_id=workflow_id,
+            state="running",
+            parts=parts,
+            conversation_id=self.record.conversation_id,
+        )
+        self._answer = LiveAnswer()
+        await self._load_earlier()
+        await self._publish(self._render_running())
+        await self._follow()
+
+    async def _load_earlier(self) -> None:
+        """The text and badges of the answers this reply continues."""
+        earlier: list[rendering.EarlierPart] = []
+        for part in self.record.parts:
+            try:
+                text = await self.gateway.answer_text(part)
+                status: WorkflowStatus | None = await self.gateway.get_status(part)
+            except GatewayError as exc:
+                log.info("earlier part unavailable: %s", exc.message)
+                text, status = "", None
+            earlier.append(rendering.earlier_part(text, status, links=self.links, workflow_id=part))
+        self._earlier = earlier
+
+    async def offer_actions(self, status: WorkflowStatus | None) -> None:
+        """The buttons of an answer that ended: see ``turn_actions``."""
+        if self.workflow_id is None:
+            return
+        root = self.record.parts[0] if self.record.parts else self.workflow_id
+        versions: tuple[str, ...] = ()
+        if self.record.conversation_id and status is not None:
+            try:
+                view = await self.gateway.conversation(self.record.conversation_id)
+            except GatewayError as exc:
+                log.info("versions unavailable: %s", exc.message)
+            else:
+                found = view.turn_of(root)
+                versions = found[1].versions if found else ()
+        await offer(self.reply.id, turn_actions(self.workflow_id, status, versions, root))
+
     async def _guarded(self, work: Awaitable[None]) -> None:
         """Run the turn's ``work``; an unexpected error becomes a sentence in the reply."""
         try:
@@ -280,14 +444,20 @@ class TurnRunner:
                 rendering.render_start_failed("the prompt of this turn was not saved.")
             )
             return False
-        try:
-            workflow_id = await _with_backoff(  # the idempotency key makes a repeat safe
-                lambda: self.gateway.start_workflow(
-                    prompt,
-                    conversation_id=conversation_id,
-                    idempotency_key=self.record.prompt_message_id,
-                )
+        edit_of = self.record.edit_of
+
+        async def start() -> str:
+            if edit_of is not None:  # the prompt is an edit: a new version of that turn
+                key = f"{self.record.prompt_message_id}-{_digest(prompt)}"
+                return await self.gateway.edit(edit_of, prompt, idempotency_key=key)
+            return await self.gateway.start_workflow(
+                prompt,
+                conversation_id=conversation_id,
+                idempotency_key=self.record.prompt_message_id,
             )
+
+        try:
+            workflow_id = await _with_backoff(start)  # the idempotency key makes a repeat safe
         except InvalidPrompt as exc:
             return await self._give_up(rendering.render_rejected(exc.message))
         except GatewayError as exc:
@@ -295,9 +465,20 @@ class TurnRunner:
         self.record.workflow_id = workflow_id
         self.record.state = "running"
         await self._publish(self._render_running())
+        await self._tag_prompt(workflow_id)
         if self.stop_requested:
             await self.request_stop()
         return True
+
+    async def _tag_prompt(self, workflow_id: str) -> None:
+        message = self.prompt_message
+        if message is None:
+            return
+        message.metadata = {**(message.metadata or {}), PROMPT_METADATA_KEY: workflow_id}
+        try:
+            await message.update()  # type: ignore[no-untyped-call]
+        except Exception:  # only a later edit of this message needs it
+            log.exception("could not tag the prompt", extra={"workflow_id": workflow_id})
 
     async def _give_up(self, content: str) -> bool:
         self.record.state = "done"
@@ -313,6 +494,8 @@ class TurnRunner:
         """
         assert self.workflow_id is not None
         self._answer = LiveAnswer()  # rebuilt from event 1: nothing can show twice
+        if self.record.parts and len(self._earlier) != len(self.record.parts):
+            await self._load_earlier()  # a reload of a continued answer
         self._following = True
         self._last_event_at = time.monotonic()
         reader = asyncio.create_task(self._read_events())
@@ -348,12 +531,18 @@ class TurnRunner:
         )
         await self._publish(
             rendering.render_ended(
-                self._answer, status, links=self.links, workflow_id=self.workflow_id
+                self._answer,
+                status,
+                links=self.links,
+                workflow_id=self.workflow_id,
+                earlier=self._earlier,
             ),
             force=True,
         )
         if self.record.retryable:
             await retry_action(self.workflow_id).send(for_id=self.reply.id)
+        else:
+            await self.offer_actions(status)
 
     async def _read_events(self) -> None:
         assert self.workflow_id is not None
@@ -413,6 +602,7 @@ class TurnRunner:
             workflow_id=self.workflow_id,
             problem=self._problem,
             stopping=self.stop_requested,
+            earlier=self._earlier,
         )
 
     def _render_lost(self, message: str) -> str:
