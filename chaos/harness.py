@@ -844,7 +844,7 @@ async def _final_status(
     while True:
         code, body = await get_status(ctx.http, workflow_id, auth_headers())
         status = str(body.get("status")) if code == 200 else f"HTTP {code}"
-        if status in ("completed", "failed", "cancelled", "terminated", "timed_out"):
+        if status in ("completed", "failed", "cancelled", "stopped", "terminated", "timed_out"):
             return status, body
         if time.monotonic() > deadline:
             return f"{status} (stage {body.get('stage')}) after {timeout_s:.0f} s more", body

@@ -160,3 +160,38 @@ async def _generating_worker(fleet: LocalStack, temporal: Client, workflow_id: s
     process = worker_process(fleet, identity)
     assert process is not None, identity
     return process
+
+
+def test_the_gateway_and_the_ui_agree_on_the_text_a_stop_keeps() -> None:
+    """common.preview (what a stopped chat keeps) and the UI's LiveAnswer (what it
+    shows) follow the same rules; the UI imports nothing of ours, so this keeps the
+    two copies from drifting apart."""
+    from common.preview import shown_preview
+    from ui.gateway_client import ChatEvent
+    from ui.live_answer import LiveAnswer
+
+    logs: list[list[tuple[str, dict]]] = [  # type: ignore[type-arg]
+        [("delta", {"attempt": 1, "offset": 0, "text": "Hello "}),
+         ("delta", {"attempt": 1, "offset": 6, "text": "world"}),
+         ("stopping", {"by": "user"}),
+         ("delta", {"attempt": 1, "offset": 11, "text": ", unseen"})],
+        [("delta", {"attempt": 1, "offset": 0, "text": "First try"}),
+         ("reset", {"attempt": 2, "reason": "restarted"}),
+         ("delta", {"attempt": 2, "offset": 0, "text": "Second"}),
+         ("delta", {"attempt": 1, "offset": 9, "text": " late"}),
+         ("stopping", {}),
+         ("reset", {"attempt": 3})],
+        [("delta", {"attempt": 1, "offset": 0, "text": "Resumed "}),
+         ("delta", {"attempt": 2, "offset": 8, "text": "on another worker"}),
+         ("delta", {"attempt": 2, "offset": 4, "text": "med on another worker"})],
+        [("delta", {"attempt": 1, "offset": 0, "text": "Old run"}),
+         ("stopping", {}),
+         ("reset", {"scope": "run", "reason": "operator reset"}),
+         ("delta", {"attempt": 1, "offset": 0, "text": "New run"})],
+    ]  # fmt: skip
+    expected = ["Hello world", "Second", "Resumed on another worker", "New run"]
+    for log, kept in zip(logs, expected, strict=True):
+        answer = LiveAnswer()
+        for seq, (type_, data) in enumerate(log, start=1):
+            answer.apply(ChatEvent(id=seq, type=type_, data=data))
+        assert shown_preview(log) == answer.preview == kept, log

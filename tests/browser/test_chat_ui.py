@@ -214,8 +214,9 @@ async def test_stop_cancels_the_workflow(
 
     await page.locator("#stop-button").click()
 
-    await wait_status(stack_gateway, chat.workflow_id, {"cancelled"}, timeout_s=30)
-    stopped = page.locator(REPLY).filter(has_text="the workflow was cancelled")
+    # it was writing: the text shown is kept (tests/browser/test_turn_actions.py)
+    await wait_status(stack_gateway, chat.workflow_id, {"stopped"}, timeout_s=30)
+    stopped = page.locator(REPLY).filter(has_text="Stopped: the answer is kept")
     await stopped.first.wait_for()
     assert await workflow_ids(stack_db, chat.conversation_id) == [chat.workflow_id]
 

@@ -152,7 +152,17 @@ def test_cancelled_and_failed_replies_say_what_happened() -> None:
         event(3, "cancelled", error="The chat was cancelled."),
     )
     cancelled = render_ended(cancelled_answer, None, links=LINKS, workflow_id="chat-1")
-    assert cancelled.startswith("Half an\n\n**Stopped**: the workflow was cancelled")
+    assert cancelled.startswith("Half an\n\n**Stopped** before the answer began")
+    stopped_answer = answer_from(
+        event(1, "delta", attempt=1, offset=0, text="Half an answer"),
+        event(2, "stopping", by="user"),
+        event(3, "delta", attempt=1, offset=14, text=", written after the stop"),
+        event(4, "chunk", index=0, text="Half an answer", total=1),
+        event(5, "stopped", error=None),
+    )
+    assert stopped_answer.preview == "Half an answer"  # frozen at the stop
+    stopped = render_ended(stopped_answer, None, links=LINKS, workflow_id="chat-1")
+    assert stopped.startswith("Half an answer\n\n*Stopped: the answer is kept as it was")
     failed_answer = answer_from(event(1, "failed", error="The provider is down."))
     failed = render_ended(failed_answer, None, links=LINKS, workflow_id="chat-1")
     assert failed.startswith("**The answer failed**: The provider is down.")
