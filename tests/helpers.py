@@ -13,7 +13,7 @@ from typing import Any
 HISTORIES_DIR = Path(__file__).parent / "histories"
 # Histories recorded now are named `<version>-<scenario>.json`; older versions' files
 # stay (see docs/upgrades.md). Bump it when a release changes the workflow's commands.
-HISTORY_VERSION = "v7"
+HISTORY_VERSION = "v8"
 
 
 async def keep_history(handle: Any, scenario: str) -> None:

@@ -15,10 +15,11 @@ from temporalio.worker import Replayer
 
 from common.codec import data_converter
 from common.models import ChatRequest
-from testing.chats import start_chat_directly, wait_status
+from testing.chats import start_chat, start_chat_directly, wait_for, wait_status
 from testing.keys import test_codec
 from testing.oracle import unique_prompt
-from testing.simulator import simulator_pace
+from testing.simulator import simulator_fault, simulator_pace
+from testing.sse import read_sse
 from tests.helpers import HISTORIES_DIR, keep_history
 from workflows.chat import ChatStreamingWorkflow
 from workflows.reconcile import ReconcileChatsWorkflow
@@ -41,6 +42,11 @@ async def _replay(histories: list[WorkflowHistory]) -> None:
     assert failures == {}
 
 
+async def _shown(gateway, workflow_id: str) -> bool:  # type: ignore[no-untyped-def]
+    events = await read_sse(gateway, workflow_id, stop_after=6)
+    return any(e["event"] == "delta" for e in events)
+
+
 async def test_recorded_histories_replay() -> None:
     files = sorted(HISTORIES_DIR.glob("*.json"))
     assert len(files) >= 4, "recorded histories are missing from tests/histories/"
@@ -48,31 +54,31 @@ async def test_recorded_histories_replay() -> None:
 
 
 async def test_fresh_histories_replay(temporal_client: Client, gateway, simulator) -> None:
-    """Completed, failed and cancelled runs of this session replay cleanly too."""
-    completed = (
-        await gateway.post(
-            "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 80}
-        )
-    ).json()["workflow_id"]
-    async with simulator_pace(simulator, 100):  # seconds of generation: time to cancel it
-        cancelled = (
-            await gateway.post(
-                "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 1000}
-            )
-        ).json()["workflow_id"]
+    """Completed, failed, cancelled (before any text) and stopped (mid-answer) runs of
+    this session replay cleanly too."""
+    completed = await start_chat(gateway, prompt=unique_prompt(), max_tokens=80)
+    await wait_status(gateway, completed, {"completed"})
+    # the provider stalls before its first token: a cancel with nothing shown
+    async with simulator_fault(simulator, fault="stall", count=1, after_tokens=0, stall_s=30):
+        cancelled = await start_chat(gateway, prompt=unique_prompt(), max_tokens=1000)
         await wait_status(gateway, cancelled, {"running"})
         await gateway.post(f"/api/workflows/{cancelled}/cancel")
-        failed = await start_chat_directly(temporal_client, ChatRequest(prompt=""))
-        with pytest.raises(WorkflowFailureError):
-            await failed.result()
-        await wait_status(gateway, completed, {"completed"})
-        await wait_status(gateway, cancelled, {"cancelled"})
+        await wait_status(gateway, cancelled, {"cancelled"}, timeout_s=30)
+    async with simulator_pace(simulator, 100):  # seconds of generation: time to stop it
+        stopped = await start_chat(gateway, prompt=unique_prompt(), max_tokens=1000)
+        await wait_for(lambda: _shown(gateway, stopped), timeout_s=30)
+        await gateway.post(f"/api/workflows/{stopped}/cancel")
+        await wait_status(gateway, stopped, {"stopped"}, timeout_s=30)
+    failed = await start_chat_directly(temporal_client, ChatRequest(prompt=""))
+    with pytest.raises(WorkflowFailureError):
+        await failed.result()
 
-        handles = {
-            "completed": temporal_client.get_workflow_handle(completed),
-            "cancelled": temporal_client.get_workflow_handle(cancelled),
-            "invalid-prompt": failed,
-        }
-        for name, handle in handles.items():
-            await keep_history(handle, name)
+    handles = {
+        "completed": temporal_client.get_workflow_handle(completed),
+        "cancelled": temporal_client.get_workflow_handle(cancelled),
+        "stopped-mid-answer": temporal_client.get_workflow_handle(stopped),
+        "invalid-prompt": failed,
+    }
+    for name, handle in handles.items():
+        await keep_history(handle, name)
         await _replay([await handle.fetch_history() for handle in handles.values()])

@@ -17,6 +17,7 @@ from testing.simulator import simulator_fault, simulator_pace
 from testing.sse import preview_text, stream_events
 from testing.stack import LocalStack
 from testing.workers import worker_process
+from tests.helpers import keep_history
 
 
 async def _kept(gateway, workflow_id: str) -> str:  # type: ignore[no-untyped-def]
@@ -143,6 +144,7 @@ async def test_a_worker_killed_while_the_stop_is_saved(
     assert events[-1]["event"] == "stopped", events[-3:]
     assert await _kept(gateway, workflow_id) == preview_text(events)
     assert (await generations_for(simulator, prompt))["completed"] == 0
+    await keep_history(temporal_client.get_workflow_handle(workflow_id), "stopped-worker-killed")
 
 
 async def _generating_worker(fleet: LocalStack, temporal: Client, workflow_id: str):  # type: ignore[no-untyped-def]
