@@ -263,11 +263,16 @@ async def test_cancel_and_delete(asdk: openai.AsyncOpenAI, simulator: httpx.Asyn
         with pytest.raises(openai.ConflictError) as running:
             await asdk.responses.delete(response.id)
         assert "cancel it first" in running.value.message
+        await asyncio.sleep(1.0)  # about 30 tokens streamed
         cancelled = await asdk.responses.cancel(response.id)
     strict(Response, _raw(cancelled))
     assert cancelled.status == "cancelled"
+    # cancelled mid-answer: the text streamed so far is kept in `output`, billed
+    assert cancelled.output_text and cancelled.usage is not None
     events = [e async for e in await asdk.responses.retrieve(response.id, stream=True)]
     assert events[-1].type == "response.failed" and events[-1].response.status == "cancelled"
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == cancelled.output_text == events[-1].response.output_text
     assert (await asdk.responses.cancel(response.id)).status == "cancelled"  # idempotent
     await asdk.responses.delete(response.id)
     with pytest.raises(openai.NotFoundError):
