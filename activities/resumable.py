@@ -428,14 +428,21 @@ async def _chat_no_longer_wants_it() -> bool:
     return not (still_this_run and description.status is WorkflowExecutionStatus.RUNNING)
 
 
+# How long a cancel at the provider may take before the stop goes on without it.
+PROVIDER_CANCEL_TIMEOUT_S = 3.0
+
+
 async def cancel_at_provider(client: openai.AsyncOpenAI, response_id: str) -> Usage | None:
     """Cancel a background response; the usage the provider reports for it, if any
     (OpenAI's reference does not say whether a cancelled response has one; the
     simulator reports the tokens produced)."""
     try:
-        response = await client.responses.cancel(response_id)
-    except openai.APIError as err:
-        log.warning("could not cancel the generation at the provider", error=str(err))
+        response = await asyncio.wait_for(
+            client.responses.cancel(response_id), timeout=PROVIDER_CANCEL_TIMEOUT_S
+        )
+    except (openai.APIError, TimeoutError) as err:
+        # best effort: a provider that does not answer must not hold a stop up
+        log.warning("could not cancel the generation at the provider", error=str(err) or "timeout")
         return None
     log.info("generation cancelled at the provider", response_id=response_id)
     if response.usage is None:

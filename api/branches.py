@@ -41,6 +41,8 @@ class Conversation:
     def __init__(self, nodes: Sequence[TurnNode], head_id: str | None) -> None:
         self.nodes = {n.workflow_id: n for n in nodes}
         self._order = [n.workflow_id for n in nodes]
+        self.stored_head = head_id
+        """The head as chosen, even when its chat has no record yet."""
         self.head_id = head_id if head_id in self.nodes else (self._order[-1] if nodes else None)
 
     def children(self, workflow_id: str | None) -> list[TurnNode]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -122,12 +123,49 @@ async def start_chat(
     finished) instead of starting another.
     """
     workflow_id = workflow_id_for(user_id, body.idempotency_key)
+    if body.idempotency_key is not None and body.conversation_id:
+        existing = await db_call(store.get_generation(workflow_id))
+        if existing is not None and existing.prompt != body.prompt:
+            # The same message, edited (a UI that keys its starts by message): a new
+            # version of that turn, never the old chat's answer to the old text.
+            return await regenerate_chat(
+                client, store, settings, workflow_id, user_id, body.prompt, _digest(body.prompt)
+            )
     turn = NewTurn(prompt=body.prompt, conversation_id=body.conversation_id)
     if body.conversation_id:
-        conversation = await load_conversation(store, body.conversation_id, user_id)
+        conversation = await _settled_conversation(store, body.conversation_id, user_id)
         turn.parent_id = conversation.head_id
         turn.context = conversation.path(conversation.head_id)
     return await _start_turn(client, store, settings, body, user_id, workflow_id, turn)
+
+
+# How long a new turn waits for the turn before it: its record to be written (a worker
+# behind on its first task), or a stop asked of it to be saved ("stop, then ask").
+PREVIOUS_TURN_WAIT_S = 10.0
+
+
+async def _settled_conversation(
+    store: ChatStore, conversation_id: str, user_id: str
+) -> Conversation:
+    """The conversation, once its head has a record and is not halfway through a stop:
+    the next turn's parent and context are then the branch as the user sees it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PREVIOUS_TURN_WAIT_S
+    while True:
+        conversation = await load_conversation(store, conversation_id, user_id)
+        head = conversation.stored_head
+        waiting = head is not None and (
+            head not in conversation.nodes or await db_call(store.stop_pending(head))
+        )
+        if not waiting or loop.time() > deadline:
+            if waiting:
+                log.warning("the previous turn is not settled; going on", head_id=head)
+            return conversation
+        await asyncio.sleep(0.1)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -194,8 +232,9 @@ async def _start_turn(
         continues=turn.continues,
     )
     keyed = body.idempotency_key is not None
+    repeat = keyed and await db_call(store.get_generation(workflow_id)) is not None
     await start_workflow(client, settings, request, workflow_id, keyed)
-    if turn.conversation_id:
+    if turn.conversation_id and not repeat:  # a repeated request leaves the head alone
         await db_call(store.set_conversation_head(turn.conversation_id, user_id, workflow_id))
     log.info("chat started", workflow_id=workflow_id, model=model, history_turns=len(history) // 2)
     return workflow_id
@@ -331,7 +370,14 @@ async def retry_chat(client: Client, store: ChatStore, settings: Settings, workf
     request.retry_of = workflow_id
     request.generation_mode = settings.requested_generation_mode
     retry_id = f"chat-{uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f'retry:{workflow_id}')}"
+    if request.parent_id is None and row.parent_id is not None:
+        request.parent_id = row.parent_id  # a chat recorded before branches existed
     await start_workflow(client, settings, request, retry_id, keyed=True)
+    if row.conversation_id:
+        # the retry stands for the failed turn: the branch goes on from it
+        head = await db_call(store.conversation_head(row.conversation_id, row.user_id))
+        if head in (None, workflow_id):
+            await db_call(store.set_conversation_head(row.conversation_id, row.user_id, retry_id))
     log.info("failed chat retried", workflow_id=retry_id, retry_of=workflow_id)
     return retry_id
 
@@ -551,6 +597,9 @@ async def cancel_chat(client: Client, store: ChatStore, workflow_id: str) -> str
     try:
         description = await handle.describe(rpc_timeout=timedelta(seconds=2))
         if description.status != WorkflowExecutionStatus.RUNNING:
+            row = await _db_or_none(store.get_generation(workflow_id))
+            if row is not None and row.stage.is_final:
+                return row.status  # `stopped` is Canceled in Temporal
             return (
                 _STATUS_NAMES.get(description.status, "unknown")
                 if description.status

@@ -777,6 +777,24 @@ class ChatStore:
         )
         return {r["workflow_id"]: r["answer"] or "" for r in rows}
 
+    async def stop_pending(self, workflow_id: str) -> bool:
+        """Whether the chat was asked to stop and has not ended yet (its kept text is
+        being saved)."""
+        pending: bool = (
+            await self._pool.fetchval(
+                """
+            SELECT EXISTS (SELECT 1 FROM chat_events e WHERE e.workflow_id = g.workflow_id
+                           AND e.type = $2)
+            FROM generations g WHERE g.workflow_id = $1 AND NOT (g.stage = ANY($3::text[]))
+            """,
+                workflow_id,
+                STOPPING_EVENT,
+                _FINAL_STAGES,
+            )
+            or False
+        )
+        return pending
+
     async def conversation_head(self, conversation_id: str, user_id: str) -> str | None:
         """The last chat of the branch the user is on (None: never chosen)."""
         head: str | None = await self._pool.fetchval(

@@ -39,6 +39,11 @@ async def test_requests_without_a_valid_key_get_401(secured: str) -> None:
             ("GET", "/api/workflows/chat-x/chunks"),
             ("GET", "/api/workflows/chat-x/events"),
             ("POST", "/api/workflows/chat-x/cancel"),
+            ("POST", "/api/workflows/chat-x/regenerate"),
+            ("POST", "/api/workflows/chat-x/edit"),
+            ("POST", "/api/workflows/chat-x/continue"),
+            ("GET", "/api/conversations/conv-x"),
+            ("PUT", "/api/conversations/conv-x/head"),
             ("GET", "/api/stats"),
         ]:
             response = await anonymous.request(method, path, json={"prompt": "hi"})
@@ -53,20 +58,31 @@ async def test_requests_without_a_valid_key_get_401(secured: str) -> None:
 
 async def test_another_users_chat_is_404_everywhere(secured: str) -> None:
     async with _client(secured, "owner") as owner, _client(secured, "intruder") as intruder:
+        conversation = f"conv-{unique_prompt()[-9:-1]}"
         started = await owner.post(
-            "/api/workflows/start", json={"prompt": unique_prompt(), "max_tokens": 40}
+            "/api/workflows/start",
+            json={"prompt": unique_prompt(), "max_tokens": 40, "conversation_id": conversation},
         )
         workflow_id = started.json()["workflow_id"]
-        for method, path in [
-            ("GET", f"/api/workflows/{workflow_id}/status"),
-            ("GET", f"/api/workflows/{workflow_id}/chunks"),
-            ("GET", f"/api/workflows/{workflow_id}/events"),
-            ("POST", f"/api/workflows/{workflow_id}/cancel"),
+        for method, path, body in [
+            ("GET", f"/api/workflows/{workflow_id}/status", None),
+            ("GET", f"/api/workflows/{workflow_id}/chunks", None),
+            ("GET", f"/api/workflows/{workflow_id}/events", None),
+            ("POST", f"/api/workflows/{workflow_id}/cancel", None),
+            ("POST", f"/api/workflows/{workflow_id}/regenerate", None),
+            ("POST", f"/api/workflows/{workflow_id}/edit", {"prompt": "mine now"}),
+            ("POST", f"/api/workflows/{workflow_id}/continue", None),
+            ("PUT", f"/api/conversations/{conversation}/head", {"workflow_id": workflow_id}),
         ]:
-            response = await intruder.request(method, path)
+            response = await intruder.request(method, path, json=body)
             assert response.status_code == 404, (method, path, response.text)
         done = await wait_status(owner, workflow_id, {"completed"})
         assert done["progress"] == 100
+        # a conversation is per user: another user's of the same id is empty
+        theirs = (await intruder.get(f"/api/conversations/{conversation}")).json()
+        assert theirs["turns"] == [] and theirs["head_id"] is None
+        mine = (await owner.get(f"/api/conversations/{conversation}")).json()
+        assert [t["workflow_id"] for t in mine["turns"]] == [workflow_id]
         # The same idempotency key used by two users maps to two different chats.
         body = {"prompt": unique_prompt(), "max_tokens": 20, "idempotency_key": "shared-key"}
         mine = (await owner.post("/api/workflows/start", json=body)).json()["workflow_id"]
@@ -117,4 +133,4 @@ async def test_per_user_concurrent_chat_limit(secured: str, temporal_client, sim
         assert "still running" in refused.json()["detail"]
         for workflow_id in running:
             await client.post(f"/api/workflows/{workflow_id}/cancel")
-            await wait_status(client, workflow_id, {"cancelled"})
+            await wait_status(client, workflow_id, {"cancelled", "stopped"})

@@ -159,3 +159,30 @@ async def test_what_cannot_be_continued_or_asked_again_is_a_409(gateway) -> None
     assert unknown.status_code == 404
     blank = await gateway.post(f"/api/workflows/{done}/edit", json={"prompt": ""})
     assert blank.status_code == 422
+
+
+async def test_a_keyed_start_with_another_prompt_is_an_edit_not_the_old_answer(
+    gateway, temporal_client: Client
+) -> None:
+    """A client that keys its starts by message (the UI does) and sends an edited text
+    under the same key gets a new version of the turn, not the old chat back."""
+    conversation = f"conv-{uuid.uuid4().hex[:12]}"
+    first = await _turn(gateway, conversation, unique_prompt(), max_tokens=20, idempotency_key="m1")
+    edited_prompt = unique_prompt()
+    again = await start_chat(
+        gateway,
+        prompt=edited_prompt,
+        max_tokens=20,
+        conversation_id=conversation,
+        idempotency_key="m1",
+    )
+    assert again != first
+    await wait_status(gateway, again, {"completed"}, timeout_s=60)
+    request = await _request_of(temporal_client, again)
+    assert request.prompt == edited_prompt and request.variant_of == first
+    repeat = await start_chat(
+        gateway, prompt=edited_prompt, conversation_id=conversation, idempotency_key="m1"
+    )
+    assert repeat == again  # the same edit twice is one chat
+    view = await _conversation(gateway, conversation)
+    assert view["head_id"] == again and view["turns"][0]["versions"] == [first, again]

@@ -209,7 +209,7 @@ async def on_message(message: cl.Message) -> None:
     An edited message comes here too (Chainlit removed the turns after it from the
     page): it becomes a new version of its turn, the first turn of a new branch; the
     old branch stays in the gateway, and its version buttons show it again."""
-    await withdraw()  # the buttons belong to the last answer only
+    await withdraw(keep_versions=True)  # Regenerate and Continue: the last answer only
     edited = (message.metadata or {}).get(PROMPT_METADATA_KEY)
     runner = await TurnRunner.create(
         prompt_message_id=message.id,
@@ -339,7 +339,7 @@ async def _show_version(runner: TurnRunner, target: str) -> None:
         await message.remove()  # type: ignore[no-untyped-call]
     await _run_turn(runner, runner.show_chats(turn.chats))
     for later in view.turns[index + 1 :]:
-        await withdraw()
+        await withdraw(keep_versions=True)
         user = cl.Message(
             content=later.prompt,
             type="user_message",
@@ -347,15 +347,16 @@ async def _show_version(runner: TurnRunner, target: str) -> None:
             metadata={PROMPT_METADATA_KEY: later.workflow_id},
         )
         await user.send()  # type: ignore[no-untyped-call]
-        reply = cl.Message(
-            content="…", metadata=TurnRecord(prompt_message_id=user.id).to_metadata()
-        )
-        await reply.send()  # type: ignore[no-untyped-call]
+        # the full record from the start: a reload now follows this chat, never starts one
         record = TurnRecord(
             prompt_message_id=user.id,
             workflow_id=later.chats[-1],
+            state="running",
+            parts=list(later.chats[:-1]),
             conversation_id=conversation_id,
         )
+        reply = cl.Message(content="…", metadata=record.to_metadata())
+        await reply.send()  # type: ignore[no-untyped-call]
         follower = _runner_for(reply, record)
         await _run_turn(follower, follower.show_chats(later.chats))
 

@@ -81,12 +81,20 @@ async def offer(reply_id: str, actions: list[cl.Action]) -> None:
     _offered.setdefault(context.session.id, {})[reply_id] = actions
 
 
-async def withdraw(reply_id: str | None = None) -> None:
-    """Take back the buttons of one reply, or (None) of every reply of this session."""
+async def withdraw(reply_id: str | None = None, *, keep_versions: bool = False) -> None:
+    """Take back the buttons of one reply, or (None) of every reply of this session;
+    with `keep_versions`, the version switch stays (an earlier turn's versions can be
+    chosen again once later turns follow it)."""
     session = _offered.get(context.session.id, {})
     for key in [reply_id] if reply_id is not None else list(session):
+        kept: list[cl.Action] = []
         for action in session.pop(key, []):
-            await action.remove()  # type: ignore[no-untyped-call]
+            if keep_versions and action.name == VERSION_ACTION:
+                kept.append(action)
+            else:
+                await action.remove()  # type: ignore[no-untyped-call]
+        if kept:
+            session[key] = kept
 
 
 def turn_actions(
@@ -316,6 +324,7 @@ class TurnRunner:
             workflow_id=workflow_id,
             state="running",
             retry_of=failed_workflow_id,
+            conversation_id=self.record.conversation_id,
         )
         await self._publish(self._render_running())
         if self.stop_requested:

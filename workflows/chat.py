@@ -174,23 +174,29 @@ class ChatStreamingWorkflow:
                 ),
             )
 
+            if self._keeps_stopped_text and _cancel_requested():
+                # The generation ended before it heard of the stop: viewers have the text
+                # up to the stop (the gateway's `stopping` event), and that is kept.
+                await self._end_cancelled(workflow_id, request)
+                raise asyncio.CancelledError()
+
             generation_ms = int((workflow.now() - generation_started).total_seconds() * 1000)
             chunks = split_into_chunks(generated.text, request.chunk_target_chars)
             self._progress.total_chunks = len(chunks)
-            await self._enter(
+            checkpointing = GenerationUpdate(
+                workflow_id,
                 Stage.CHECKPOINTING,
-                GenerationUpdate(
-                    workflow_id,
-                    Stage.CHECKPOINTING,
-                    model=generated.model or request.model,
-                    total_chunks=len(chunks),
-                    prompt_tokens=generated.usage.prompt_tokens,
-                    completion_tokens=generated.usage.completion_tokens,
-                    finish_reason=generated.finish_reason,
-                    generation_mode=generated.mode,
-                ),
+                model=generated.model or request.model,
+                total_chunks=len(chunks),
+                prompt_tokens=generated.usage.prompt_tokens,
+                completion_tokens=generated.usage.completion_tokens,
+                finish_reason=generated.finish_reason,
+                generation_mode=generated.mode,
             )
+            recorded = False
             try:
+                await self._enter(Stage.CHECKPOINTING, checkpointing)
+                recorded = True
                 await self._save_chunks(workflow_id, chunks, request.checkpoint_window)
             except (asyncio.CancelledError, ActivityError) as err:
                 # A cancel reaches the chunks in flight: the first of them to end may
@@ -198,9 +204,11 @@ class ChatStreamingWorkflow:
                 cancelled = isinstance(err, asyncio.CancelledError) or is_cancelled_exception(err)
                 if not (self._keeps_stopped_text and cancelled):
                     raise
-                # Stopped after the provider had finished: the whole answer was shown,
-                # so the whole answer is kept.
+                # Stopped after the provider had finished: every delta was in the log
+                # before checkpointing began, so the whole answer was shown and is kept.
                 workflow.logger.info("stop during checkpointing: the answer is saved whole")
+                if not recorded:
+                    await self._enter(Stage.CHECKPOINTING, checkpointing)
                 await self._save_chunks(workflow_id, chunks, request.checkpoint_window)
             if (
                 cache_key is not None
@@ -272,7 +280,7 @@ class ChatStreamingWorkflow:
             shown: ShownAnswer = await workflow.execute_activity_method(
                 GenerationActivities.collect_shown_answer,
                 StopToKeep(workflow_id=workflow_id),
-                start_to_close_timeout=policies.RECORD_TIMEOUT,
+                start_to_close_timeout=policies.COLLECT_SHOWN_TIMEOUT,
                 retry_policy=policies.RECORD_RETRY,
                 summary="collect_shown_answer (stopped: keep the text shown)",
             )

@@ -93,6 +93,10 @@ CACHE_RETRY = RetryPolicy(
 )
 CACHE_WRITE_TIMEOUT = timedelta(seconds=5)
 
+# collect_shown_answer: a read of the chat's log, after a cancel at the provider (best
+# effort, at most 3 s per generation still open there: activities/resumable.py).
+COLLECT_SHOWN_TIMEOUT = timedelta(seconds=30)
+
 # record_generation: one upsert of the generation row, same reasoning as save_chunk.
 RECORD_TIMEOUT = timedelta(seconds=5)
 RECORD_RETRY = SAVE_CHUNK_RETRY

@@ -13,6 +13,14 @@ ALTER TABLE generations
     ADD COLUMN IF NOT EXISTS variant_of text,
     ADD COLUMN IF NOT EXISTS continues  text;
 
+CREATE TABLE IF NOT EXISTS conversation_heads (
+    conversation_id text        NOT NULL,
+    user_id         text        NOT NULL,
+    head_id         text        NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (conversation_id, user_id)
+);
+
 -- Conversations so far were one line of turns in creation order: say so.
 UPDATE generations g SET parent_id = earlier.previous
 FROM (
@@ -22,7 +30,9 @@ FROM (
     FROM generations WHERE conversation_id IS NOT NULL
 ) earlier
 WHERE g.workflow_id = earlier.workflow_id AND earlier.previous IS NOT NULL
-  AND g.parent_id IS NULL;
+  AND g.parent_id IS NULL AND g.variant_of IS NULL AND g.continues IS NULL
+  AND NOT EXISTS (SELECT 1 FROM conversation_heads h
+                  WHERE h.conversation_id = g.conversation_id);
 
 DROP INDEX IF EXISTS generations_running_idx;
 ALTER TABLE generations DROP COLUMN status;
@@ -33,11 +43,3 @@ ALTER TABLE generations ADD COLUMN status text GENERATED ALWAYS AS (
 ) STORED;
 CREATE INDEX IF NOT EXISTS generations_running_idx
     ON generations (updated_at) WHERE status = 'running';
-
-CREATE TABLE IF NOT EXISTS conversation_heads (
-    conversation_id text        NOT NULL,
-    user_id         text        NOT NULL,
-    head_id         text        NOT NULL,
-    updated_at      timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (conversation_id, user_id)
-);

@@ -198,6 +198,9 @@ async def check_retried_answer(
             "state": "done",
             "retry_of": failed_id,
             "retryable": False,
+            "parts": [],
+            "edit_of": None,
+            "conversation_id": conversation_id,
         }
     ]
 

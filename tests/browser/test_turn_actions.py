@@ -174,6 +174,13 @@ async def test_edit_an_earlier_message_starts_a_branch_and_keeps_the_old_one(
     assert normalized(one) in body and normalized(two) in body
     view = (await stack_gateway.get(f"/api/conversations/{conversation_id}")).json()
     assert [t["prompt"] for t in view["turns"]] == [one, two]
+    assert len(await replies(page)) == 2
+
+    # and back to the edited branch, from the first turn's version switch
+    await page.get_by_role("button", name="version 1/2 ▶", exact=True).click()
+    await _reply_shows(page, edited_answer, "tokens")
+    assert len(await replies(page)) == 1
+    assert normalized(two) not in normalized(await page.inner_text("body"))
 
 
 async def test_continue_a_cut_answer_joins_the_two(
