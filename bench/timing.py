@@ -148,17 +148,18 @@ async def first_token_breakdown(stack: LocalStack, runs: Sequence[TimedChat]) ->
     names = list(steps)
     for run in runs:
         row = by_id.get(run.workflow_id)
+        delta_wall = run.delta_wall
+        if delta_wall is None:  # no live text reached this viewer (it got the chunks)
+            continue
         # the worker's request, not the direct one with the same prompt
         got = next(
-            (t for t in received.get(run.prompt, []) if run.sent_wall <= t <= run.delta_wall),
+            (t for t in received.get(run.prompt, []) if run.sent_wall <= t <= delta_wall),
             None,
         )
-        if run.delta_wall is None:
-            continue
         if row is None or got is None or None in (row["validating"], row["generating"]):
             continue
         points = [run.sent_wall, row["validating"], row["generating"], got, row["delta"]]
-        points.append(run.delta_wall)
+        points.append(delta_wall)
         for i, name in enumerate(names):
             steps[name].append(points[i + 1] - points[i])
     return {name: summary(values, 1000) for name, values in steps.items()}
