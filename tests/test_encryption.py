@@ -211,16 +211,15 @@ async def test_a_chat_started_under_key_1_finishes_after_key_2_becomes_active(
     new = None
     try:
         prompt = prompt_ending("length", 300, "Across a key rotation")
-        async with simulator_pace(simulator, 150):
+        async with simulator_pace(simulator, 50):  # 6 s of generation: time to rotate
             handle = await start_chat_directly(
                 temporal_client, ChatRequest(prompt=prompt, max_tokens=300), task_queue=queue
             )
-            await wait_for(lambda: _generating_worker(handle), timeout_s=30)
+            generating = await wait_for(lambda: _generating_worker(handle), timeout_s=30)
+            assert worker_process(stack, str(generating)) is old  # the only worker yet
             await asyncio.sleep(0.5)
             # The rotation: every worker now encrypts with test-2 (and still has test-1).
             new = stack.start_worker({"TASK_QUEUE": queue, "PAYLOAD_ENCRYPTION_KEY_ID": "test-2"})
-            victim = worker_process(stack, str(await _generating_worker(handle)))
-            assert victim is old
             old.kill()
             result = await handle.result()
         assert result.total_chunks > 0
