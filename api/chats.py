@@ -267,16 +267,10 @@ async def regenerate_chat(
     else:
         turn.variant_of = row.variant_of or workflow_id
     turn.use_cache = prompt is not None  # regenerate means: not the same answer again
-    body = StartChatBody(
-        prompt=turn.prompt,
-        model=original.model,
-        max_tokens=original.max_tokens,
-        temperature=original.temperature,
-        idempotency_key=idempotency_key,
-    )
     kind = "edit" if prompt is not None else "regenerate"
-    new_id = workflow_id_for(user_id, _derived_key(kind, workflow_id, idempotency_key))
-    return await _start_turn(client, store, settings, body, user_id, new_id, turn)
+    return await _start_derived(
+        client, store, settings, user_id, original, turn, kind, workflow_id, idempotency_key
+    )
 
 
 async def continue_chat(
@@ -320,6 +314,25 @@ async def continue_chat(
         turn.context = conversation.path(workflow_id)
     else:
         turn.context = [node]
+    return await _start_derived(
+        client, store, settings, user_id, original, turn, "continue", workflow_id, idempotency_key
+    )
+
+
+async def _start_derived(
+    client: Client,
+    store: ChatStore,
+    settings: Settings,
+    user_id: str,
+    original: ChatRequest,
+    turn: NewTurn,
+    kind: str,
+    source_id: str,
+    idempotency_key: str | None,
+) -> str:
+    """Start a chat made from another one (`kind` of `source_id`), with its model and
+    settings. Its id derives from the caller's key: a repeated request (a double click,
+    a retried call) starts it once."""
     body = StartChatBody(
         prompt=turn.prompt,
         model=original.model,
@@ -327,14 +340,9 @@ async def continue_chat(
         temperature=original.temperature,
         idempotency_key=idempotency_key,
     )
-    new_id = workflow_id_for(user_id, _derived_key("continue", workflow_id, idempotency_key))
+    key = None if idempotency_key is None else f"{kind}:{source_id}:{idempotency_key}"
+    new_id = workflow_id_for(user_id, key)
     return await _start_turn(client, store, settings, body, user_id, new_id, turn)
-
-
-def _derived_key(kind: str, workflow_id: str, idempotency_key: str | None) -> str | None:
-    """The key of a chat made from another one: a repeated request (a double click, a
-    retried call) with the same caller key starts it once."""
-    return None if idempotency_key is None else f"{kind}:{workflow_id}:{idempotency_key}"
 
 
 async def choose_version(

@@ -336,38 +336,42 @@ class TurnRunner:
         in this reply; the earlier versions stay and can be shown again."""
         current = self.workflow_id
         assert current is not None
-
-        async def ask() -> None:
-            new_id = await _with_backoff(
-                lambda: self.gateway.regenerate(current, idempotency_key=idempotency_key)
-            )
-            await self._switch_to(new_id, [])
-
-        await self._guarded(self._or_notice(ask(), "Could not regenerate the answer"))
+        await self._follow_new_chat(
+            lambda: self.gateway.regenerate(current, idempotency_key=idempotency_key),
+            parts=[],
+            what="Could not regenerate the answer",
+        )
 
     async def continue_answer(self, idempotency_key: str) -> None:
         """Carry the answer on: a new chat whose text this reply shows after it."""
         current = self.workflow_id
         assert current is not None
+        await self._follow_new_chat(
+            lambda: self.gateway.continue_answer(current, idempotency_key=idempotency_key),
+            parts=[*self.record.parts, current],
+            what="Could not continue the answer",
+        )
 
-        async def ask() -> None:
-            new_id = await _with_backoff(
-                lambda: self.gateway.continue_answer(current, idempotency_key=idempotency_key)
-            )
-            await self._switch_to(new_id, [*self.record.parts, current])
+    async def _follow_new_chat(
+        self, ask: Callable[[], Awaitable[str]], *, parts: list[str], what: str
+    ) -> None:
+        """Ask the gateway for a chat made from this one, then follow it in this reply
+        after `parts`; a refusal is a notice, the reply stays as it was."""
 
-        await self._guarded(self._or_notice(ask(), "Could not continue the answer"))
+        async def ask_then_follow() -> None:
+            try:
+                new_id = await _with_backoff(ask)
+            except GatewayError as exc:
+                notice = cl.Message(content=f"**{what}**: {exc.message}")
+                await notice.send()  # type: ignore[no-untyped-call]
+                return
+            await self._switch_to(new_id, parts)
+
+        await self._guarded(ask_then_follow())
 
     async def show_chats(self, chats: tuple[str, ...]) -> None:
         """Show another version of the turn (its chats: the first and its continuations)."""
         await self._guarded(self._switch_to(chats[-1], list(chats[:-1])))
-
-    async def _or_notice(self, work: Awaitable[None], what: str) -> None:
-        try:
-            await work
-        except GatewayError as exc:
-            notice = cl.Message(content=f"**{what}**: {exc.message}")
-            await notice.send()  # type: ignore[no-untyped-call]
 
     async def _switch_to(self, workflow_id: str, parts: list[str]) -> None:
         self.record = TurnRecord(

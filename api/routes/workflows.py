@@ -43,12 +43,7 @@ async def start(
     settings: SettingsDep,
 ) -> StartChatResponse:
     """Start a chat; returns at once with its workflow id (follow it with status/chunks)."""
-    if len(body.prompt) > settings.max_prompt_chars:
-        raise PromptTooLargeError(
-            f"The prompt is {len(body.prompt):,} characters long; "
-            f"the limit is {settings.max_prompt_chars:,}."
-        )
-    check_prompt(body.prompt, settings.max_prompt_chars)
+    _check_prompt(settings, body.prompt)
     if body.max_tokens is not None and body.max_tokens > settings.max_tokens_limit:
         raise PromptTooLargeError(
             f"max_tokens {body.max_tokens} is above the limit of {settings.max_tokens_limit}."
@@ -60,6 +55,16 @@ async def start(
         status="running",
         temporal_ui_url=chats.temporal_ui_link(settings, workflow_id),
     )
+
+
+def _check_prompt(settings: SettingsDep, prompt: str) -> None:
+    """413 for a prompt over MAX_PROMPT_CHARS, 422 for one that is not valid text."""
+    if len(prompt) > settings.max_prompt_chars:
+        raise PromptTooLargeError(
+            f"The prompt is {len(prompt):,} characters long; "
+            f"the limit is {settings.max_prompt_chars:,}."
+        )
+    check_prompt(prompt, settings.max_prompt_chars)
 
 
 @router.get("/{workflow_id}/status", response_model=ChatStatus)
@@ -184,12 +189,7 @@ async def edit(
 ) -> StartChatResponse:
     """Edit the user's message of this turn and send it again: a new branch of the
     conversation from there. The old branch's later turns are kept."""
-    if len(body.prompt) > settings.max_prompt_chars:
-        raise PromptTooLargeError(
-            f"The prompt is {len(body.prompt):,} characters long; "
-            f"the limit is {settings.max_prompt_chars:,}."
-        )
-    check_prompt(body.prompt, settings.max_prompt_chars)
+    _check_prompt(settings, body.prompt)
     await chats.ensure_owner(client, store, workflow_id, user)
     await chats.check_limits(client, limits, settings, user)
     new_id = await chats.regenerate_chat(
