@@ -46,6 +46,7 @@ from common.models import (
     ValidatedPrompt,
 )
 from devstack.stack import temporal_cli
+from testing.chats import wait_for
 from workflows.chat import ChatStreamingWorkflow
 
 ANSWER = "First sentence of the answer. " * 6 + "The end."
@@ -300,7 +301,13 @@ async def test_a_stop_during_checkpointing_saves_the_whole_answer(stand_ins: Any
 async def test_progress_is_answered_while_checkpointing(stand_ins: Any) -> None:
     handle, calls = await _start(stand_ins, Script(slow_chunks_from=2))
     await asyncio.wait_for(calls.checkpointing.wait(), timeout=10)
-    progress = await handle.query(ChatStreamingWorkflow.progress)
+
+    async def both_fast_chunks_counted() -> Any:
+        # a chunk's completion reaches the workflow a workflow task after the activity
+        progress = await handle.query(ChatStreamingWorkflow.progress)
+        return progress if progress.chunks_saved >= 2 else None
+
+    progress = await wait_for(both_fast_chunks_counted, timeout_s=10, interval_s=0.05)
     assert progress.stage is Stage.CHECKPOINTING
     assert progress.chunks_saved == 2 and progress.total_chunks == len(
         split_into_chunks(ANSWER, 40)
